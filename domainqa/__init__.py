@@ -1,0 +1,1 @@
+"""Shared logic of train.py, infer.py, evaluate.py and augment/: data, prompts, models, metrics."""

@@ -1,0 +1,67 @@
+"""Shared fixtures: the real PubMedQA file from ../shared and tiny randomly initialised models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from domainqa.modeling import embedded_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("DOMAINQA_SHARED", REPO.parent / "shared"))
+PQAL = SHARED / "pubmedqa" / "ori_pqal.json"
+GROUND_TRUTH = SHARED / "pubmedqa" / "test_ground_truth.json"
+
+
+@pytest.fixture(scope="session")
+def pqal_path() -> Path:
+    if not PQAL.is_file():
+        pytest.fail(f"PubMedQA file not found at {PQAL}; set DOMAINQA_SHARED to the folder holding pubmedqa/")
+    return PQAL
+
+
+@pytest.fixture(scope="session")
+def ground_truth_path() -> Path:
+    return GROUND_TRUTH
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    """The real embedded SmolLM2-135M-Instruct, converted once into the cache."""
+    return embedded_model_path()
+
+
+def make_tiny_model(kind: str, folder: Path, tokenizer_source: Path) -> Path:
+    """Save a randomly initialised tiny causal LM (`llama` or `gpt2`) with the SmolLM2 tokenizer."""
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    if kind == "llama":
+        config = LlamaConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            max_position_embeddings=2048, tie_word_embeddings=True, **common,
+        )  # fmt: skip
+        model = LlamaForCausalLM(config)
+    elif kind == "gpt2":
+        config = GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=2048, **common)
+        model = GPT2LMHeadModel(config)
+    else:
+        raise ValueError(kind)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, smollm2_path) -> Path:
+    return make_tiny_model("llama", tmp_path_factory.mktemp("tiny-llama"), smollm2_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory, smollm2_path) -> Path:
+    """A GPT-2/BioGPT-style model (learned positions, fused attention) for the plain-text format."""
+    return make_tiny_model("gpt2", tmp_path_factory.mktemp("tiny-gpt2"), smollm2_path)
