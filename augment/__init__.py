@@ -1,0 +1,9 @@
+"""LLM-generated training data for PubMedQA: rewriteQA, newQA and combinedQA (Dr. LLaMA, Guo et al. 2023).
+
+`python -m augment RECIPE.yaml [--flag value ...]` runs one augmentation; `python -m augment.merge` joins
+several runs (for example two LLMs) into one training set. See docs/augment.md.
+"""
+
+from .prompts import PROMPT_VERSION
+
+__all__ = ["PROMPT_VERSION"]

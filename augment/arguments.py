@@ -1,0 +1,115 @@
+"""The arguments of `python -m augment` (a recipe may set any of them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from domainqa.data import SPLITS
+from domainqa.modeling import EMBEDDED_MODEL
+
+STRATEGIES = ("rewrite", "new", "combined")
+BACKENDS = ("openai", "transformers")
+JSON_MODES = ("auto", "on", "off")
+DEFAULT_OPENAI_MODEL = "gpt-3.5-turbo"
+
+
+class AugmentError(ValueError):
+    """Bad input or set-up, found before any generation request is sent."""
+
+
+@dataclass
+class AugmentArguments:
+    strategy: str = field(default="rewrite", metadata={"help": f"One of {', '.join(STRATEGIES)}."})
+    dataset_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "PQA-L file (split by --split), or any dataset the training script reads (all of it is training "
+            "data). Default: $PUBMEDQA_PATH."
+        },
+    )
+    split: str = field(default="paper", metadata={"help": f"Split of PQA-L: {', '.join(SPLITS)}. Only train is used."})
+    fold: int = field(default=0, metadata={"help": "Official split: cross-validation fold."})
+    pubmedqa_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "PQA-L file for the test-leak check when --dataset_path is not PQA-L (default $PUBMEDQA_PATH)."
+        },
+    )
+    output_dir: str = field(default="outputs/augment/run", metadata={"help": "Where data.jsonl etc. are written."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Answer cache; default <output_dir>/cache."})
+    backend: str = field(default="openai", metadata={"help": f"One of {', '.join(BACKENDS)}."})
+    model: str | None = field(
+        default=None, metadata={"help": f"Model name; default {DEFAULT_OPENAI_MODEL} (openai) or {EMBEDDED_MODEL}."}
+    )
+    base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server, e.g. http://host:8000/v1."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the API key."})
+    num_variants: int = field(default=1, metadata={"help": "Outputs per source item and strategy."})
+    max_sources: int | None = field(default=None, metadata={"help": "Use only the first N training items."})
+    max_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once (openai backend)."})
+    requests_per_minute: float | None = field(default=None, metadata={"help": "Request rate limit (none: unlimited)."})
+    tokens_per_minute: float | None = field(default=None, metadata={"help": "Token rate limit (none: unlimited)."})
+    max_retries: int = field(default=6, metadata={"help": "Retries on 429, 5xx, timeouts and dropped connections."})
+    request_timeout: float = field(default=120.0, metadata={"help": "Seconds before a request counts as timed out."})
+    backoff_base: float = field(default=1.0, metadata={"help": "First retry delay in seconds (doubles, with jitter)."})
+    backoff_max: float = field(default=60.0, metadata={"help": "Longest retry delay in seconds."})
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (0: greedy)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
+    max_tokens: int = field(default=1024, metadata={"help": "Longest answer in tokens."})
+    seed: int = field(default=0, metadata={"help": "Sampling seed; variant i uses seed + i."})
+    json_mode: str = field(
+        default="auto",
+        metadata={"help": "Ask for structured JSON output: auto (on, off if the server refuses it), on or off."},
+    )
+    verify: bool = field(
+        default=False, metadata={"help": "Ask the LLM to answer each rewrite; reject those whose decision flips."}
+    )
+    overlap_threshold: float = field(
+        default=0.5, metadata={"help": "Reject outputs sharing more than this share of n-grams with a test item."}
+    )
+    copy_threshold: float = field(
+        default=0.9, metadata={"help": "An output this similar (n-gram Jaccard) to its source is a copy."}
+    )
+    min_words: int = field(default=3, metadata={"help": "Fewest words in a question, context or long answer."})
+    max_question_words: int = field(default=80, metadata={"help": "Longest question in words."})
+    max_context_words: int = field(default=800, metadata={"help": "Longest context in words."})
+    max_answer_words: int = field(default=300, metadata={"help": "Longest long answer in words."})
+    batch_size: int = field(default=4, metadata={"help": "transformers backend: prompts per generate call."})
+    dtype: str = field(default="float32", metadata={"help": "transformers backend: auto, float32, bfloat16, float16."})
+    use_batch_api: bool = field(default=False, metadata={"help": "openai backend: OpenAI's Batch API (half price)."})
+    batch_poll_interval: float = field(default=30.0, metadata={"help": "Batch API: seconds between status checks."})
+    batch_wait_timeout: float = field(
+        default=86400.0, metadata={"help": "Batch API: stop waiting after this many seconds (rerun to collect)."}
+    )
+    price_table: str | None = field(
+        default=None,
+        metadata={"help": "JSON/YAML {model: {input: $/1M tokens, output: $/1M tokens}} added to the built-in table."},
+    )
+    push_to_hub: bool = field(default=False, metadata={"help": "Upload data.jsonl, summary.json and the card."})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Hub dataset repo (token from $HF_TOKEN)."})
+    hub_private: bool = field(default=True, metadata={"help": "Create the Hub dataset as private."})
+    log_level: str = field(default="INFO", metadata={"help": "Logging level."})
+
+    def __post_init__(self) -> None:
+        for name, value, choices in (
+            ("strategy", self.strategy, STRATEGIES),
+            ("backend", self.backend, BACKENDS),
+            ("split", self.split, SPLITS),
+            ("json_mode", self.json_mode, JSON_MODES),
+        ):
+            if value not in choices:
+                raise AugmentError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        for name in ("num_variants", "max_concurrency", "batch_size", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise AugmentError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("requests_per_minute", "tokens_per_minute"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise AugmentError(f"{name} must be positive, got {value}")
+        if self.max_retries < 0:
+            raise AugmentError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.use_batch_api and self.backend != "openai":
+            raise AugmentError("use_batch_api needs backend openai")
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise AugmentError("push_to_hub needs hub_dataset_id")
+        if self.model is None:
+            self.model = DEFAULT_OPENAI_MODEL if self.backend == "openai" else EMBEDDED_MODEL

@@ -1,0 +1,242 @@
+"""Backends that turn chat requests into answers: any OpenAI-compatible server, or a local model.
+
+Both expose `preflight()` (checks that fail before any generation request) and
+`run(requests, on_answer, on_failure)`, which calls `on_answer` as soon as each answer arrives so the
+caller can cache it before anything else happens."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+
+from .arguments import AugmentArguments, AugmentError
+from .cache import Answer, Request
+from .limits import RateLimiter, RetryPolicy, parse_retry_after
+from .prompts import JSON_SCHEMA
+
+logger = logging.getLogger(__name__)
+
+OnAnswer = Callable[[Request, Answer], None]
+OnFailure = Callable[[Request, str], None]
+
+
+class Redactor:
+    """Removes secrets from any text that may reach a log, a file or an error message."""
+
+    def __init__(self, *secrets: str | None):
+        self.secrets = [s for s in secrets if s and len(s) >= 4]
+
+    def __call__(self, text: object) -> str:
+        text = str(text)
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
+        return text
+
+
+class RequestFailed(Exception):
+    """A request that failed for good (after its retries, or with an error that retrying cannot fix)."""
+
+
+def estimate_tokens(request: Request) -> int:
+    # ~4 characters per token for English; only used for the tokens-per-minute limit before the real count.
+    return sum(len(m["content"]) for m in request.messages) // 4 + int(request.params.get("max_tokens", 0))
+
+
+class OpenAIBackend:
+    """The official `openai` client against OpenAI or any compatible server, with our own retry loop
+    (the client's retries are off) so that Retry-After, jitter and the retry counts are ours."""
+
+    name = "openai"
+
+    def __init__(self, args: AugmentArguments, api_key: str, redact: Redactor):
+        from openai import AsyncOpenAI
+
+        self.args = args
+        self.redact = redact
+        self.client = AsyncOpenAI(api_key=api_key, base_url=args.base_url, max_retries=0, timeout=args.request_timeout)
+        self.limiter = RateLimiter(args.requests_per_minute, args.tokens_per_minute)
+        self.policy = RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max)
+        self.json_output = args.json_mode != "off"
+        self.stats: Counter = Counter()
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def preflight(self) -> None:
+        """One GET /models: a wrong key or an unreachable server stops the run before any generation."""
+        import openai
+
+        where = self.args.base_url or "the OpenAI API"
+        try:
+            await self.client.models.list()
+        except openai.AuthenticationError as e:
+            raise AugmentError(
+                f"{where} refused the API key from ${self.args.api_key_env} (HTTP 401): {self.redact(_message(e))}"
+            ) from None
+        except openai.PermissionDeniedError as e:
+            raise AugmentError(f"{where} denied access (HTTP 403): {self.redact(_message(e))}") from None
+        except openai.NotFoundError:
+            logger.info("%s has no /models endpoint; skipping the model check", where)
+        except openai.APIStatusError as e:
+            if e.status_code >= 500:
+                logger.warning("%s answered HTTP %s to /models; going on", where, e.status_code)
+            else:
+                raise AugmentError(f"{where} answered HTTP {e.status_code}: {self.redact(_message(e))}") from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            raise AugmentError(f"cannot reach {where}: {self.redact(e)} (check --base_url)") from None
+
+    def _body(self, request: Request) -> dict:
+        body = {"model": request.model, "messages": request.messages, **request.params}
+        if self.json_output:
+            body["response_format"] = JSON_SCHEMA
+        return body
+
+    async def complete(self, request: Request) -> Answer:
+        """One request with retries; raises `RequestFailed` with a redacted reason."""
+        import openai
+
+        attempt = 0
+        while True:
+            estimate = estimate_tokens(request)
+            await self.limiter.acquire(estimate)
+            self.stats["sent"] += 1
+            asked_json = self.json_output
+            try:
+                response = await self.client.chat.completions.create(**self._body(request))
+            except openai.BadRequestError as e:
+                if asked_json and self.args.json_mode == "auto" and "response_format" in _message(e):
+                    if self.json_output:  # say it once, though several requests in flight may meet it
+                        logger.warning("the server does not support JSON output; asking for plain text")
+                    self.json_output = False
+                    continue
+                raise RequestFailed(f"HTTP 400: {self.redact(_message(e))}") from None
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as e:
+                # APITimeoutError is an APIConnectionError; 5xx all map to InternalServerError.
+                reason = _reason(e)
+                if attempt >= self.policy.max_retries:
+                    self.stats["failed"] += 1
+                    raise RequestFailed(f"{self.redact(reason)} after {attempt + 1} attempts") from None
+                retry_after = parse_retry_after(getattr(getattr(e, "response", None), "headers", None))
+                delay = self.policy.delay(attempt, retry_after)
+                self.stats["retries"] += 1
+                self.stats[f"retry_{reason.split(':')[0]}"] += 1
+                logger.info("retrying in %.2fs (%s)", delay, self.redact(reason))
+                attempt += 1
+                await self.sleep(delay)
+                continue
+            except openai.APIStatusError as e:
+                raise RequestFailed(f"HTTP {e.status_code}: {self.redact(_message(e))}") from None
+            except openai.APIResponseValidationError as e:
+                raise RequestFailed(f"invalid response: {self.redact(e)}") from None
+            usage = response.usage
+            answer = Answer(
+                text=(response.choices[0].message.content or "") if response.choices else "",
+                tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
+                tokens_out=getattr(usage, "completion_tokens", 0) or 0,
+            )
+            self.limiter.settle(estimate, answer.tokens_in + answer.tokens_out)
+            return answer
+
+    async def run(self, requests: Sequence[Request], on_answer: OnAnswer, on_failure: OnFailure) -> None:
+        semaphore = asyncio.Semaphore(self.args.max_concurrency)
+
+        async def one(request: Request) -> None:
+            async with semaphore:
+                try:
+                    answer = await self.complete(request)
+                except RequestFailed as e:
+                    on_failure(request, str(e))
+                    return
+            on_answer(request, answer)
+
+        await asyncio.gather(*(one(r) for r in requests))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+def _message(error: Exception) -> str:
+    body = getattr(error, "body", None)
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+    return str(getattr(error, "message", error))
+
+
+def _reason(error: Exception) -> str:
+    import openai
+
+    if isinstance(error, openai.APITimeoutError):
+        return "timeout"
+    if isinstance(error, openai.APIConnectionError):
+        return "connection: dropped or refused"
+    return f"http_{error.status_code}: {_message(error)}"
+
+
+class TransformersBackend:
+    """A local causal LM with batched generation: the whole method runs offline (default: SmolLM2)."""
+
+    name = "transformers"
+
+    def __init__(self, args: AugmentArguments):
+        self.args = args
+        self.model = None
+        self.tokenizer = None
+        self.stats: Counter = Counter()
+
+    async def preflight(self) -> None:
+        from domainqa.modeling import load_model, load_tokenizer
+
+        try:
+            self.tokenizer = load_tokenizer(self.args.model, padding_side="left")
+            self.model = load_model(self.args.model, dtype=self.args.dtype).eval()
+        except (OSError, ValueError, RuntimeError) as e:
+            raise AugmentError(f"cannot load the local model {self.args.model!r}: {e}") from None
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise AugmentError(f"the local model {self.args.model!r} has no chat template; use an instruct model")
+
+    def _generate(self, batch: Sequence[Request]) -> list[Answer]:
+        import torch
+
+        texts = [
+            self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True) for r in batch
+        ]
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        params = batch[0].params
+        sample = params["temperature"] > 0
+        torch.manual_seed(params["seed"])  # same batch, same seed: same answers
+        with torch.no_grad():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=params["max_tokens"],
+                do_sample=sample,
+                temperature=params["temperature"] if sample else None,
+                top_p=params["top_p"] if sample else None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        answers = []
+        for mask, tokens in zip(inputs["attention_mask"], new_tokens, strict=True):
+            n_out = int((tokens != self.tokenizer.pad_token_id).sum())
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            answers.append(Answer(text=text, tokens_in=int(mask.sum()), tokens_out=n_out))
+        return answers
+
+    async def run(self, requests: Sequence[Request], on_answer: OnAnswer, on_failure: OnFailure) -> None:
+        size = self.args.batch_size
+        for start in range(0, len(requests), size):
+            batch = requests[start : start + size]
+            self.stats["sent"] += len(batch)
+            try:
+                answers = await asyncio.to_thread(self._generate, batch)
+            except RuntimeError as e:  # e.g. out of memory: record and go on
+                for request in batch:
+                    on_failure(request, f"generation failed: {e}")
+                continue
+            for request, answer in zip(batch, answers, strict=True):
+                on_answer(request, answer)
+
+    async def close(self) -> None:
+        pass

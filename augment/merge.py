@@ -1,0 +1,57 @@
+"""`python -m augment.merge RUN_DIR... --output_dir DIR`: join several runs into one training set.
+
+Provenance (source_id, strategy, model, prompt_version) stays on every row; ids are already unique
+across models (they hold the model's name); an original item present in several runs is kept once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+from domainqa.data import DataError, read_examples
+from domainqa.io import atomic_write_json, atomic_write_jsonl
+
+from .validation import fingerprint
+
+
+def merge(run_dirs: list[str], output_dir: str) -> dict:
+    rows, seen_ids, seen_text = [], set(), set()
+    dropped = Counter()
+    for run_dir in run_dirs:
+        for row in read_examples(run_dir):
+            if row["id"] in seen_ids or fingerprint(row) in seen_text:
+                dropped["original" if row.get("strategy") == "original" else "duplicate"] += 1
+                continue
+            seen_ids.add(row["id"])
+            seen_text.add(fingerprint(row))
+            rows.append(row)
+    summary = {
+        "runs": [str(Path(d)) for d in run_dirs],
+        "examples": len(rows),
+        "by_strategy": dict(Counter(r.get("strategy", "original") for r in rows)),
+        "by_model": dict(Counter(str(r.get("model")) for r in rows)),
+        "dropped": dict(dropped),
+    }
+    atomic_write_jsonl(Path(output_dir) / "data.jsonl", rows)
+    atomic_write_json(Path(output_dir) / "summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m augment.merge", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="output folders of augment runs (or any dataset files)")
+    parser.add_argument("--output_dir", required=True)
+    args = parser.parse_args(argv)
+    try:
+        summary = merge(args.runs, args.output_dir)
+    except DataError as e:
+        print(f"augment.merge: error: {e}", file=sys.stderr)
+        return 2
+    print(f"augment.merge: {summary['examples']} examples in {args.output_dir}/data.jsonl")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Zero-shot prompts in the spirit of the paper, and robust parsing of what the LLM answers.
+
+The prompt text is versioned: change `PROMPT_VERSION` whenever a prompt changes, so outputs and cache
+entries of different prompts are never mixed up (the prompt itself is part of the cache key too).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from domainqa.data import LABELS, Example
+from domainqa.prompts import parse_answer
+
+PROMPT_VERSION = "v1"
+KINDS = ("rewrite", "new", "verify")
+
+SYSTEM = (
+    "You are a biomedical researcher who writes precise question-answering data from PubMed abstracts. "
+    "Always answer with one JSON object and nothing else."
+)
+OUTPUT_FORMAT = (
+    'Answer with a JSON object with the keys "question", "context", "long_answer" and "final_decision" '
+    '(one of "yes", "no", "maybe").'
+)
+INSTRUCTIONS = {
+    "rewrite": (
+        "Rewrite the following research question, its context (an abstract without its conclusion) and its long "
+        "answer (the conclusion) in new words. Keep every fact, number and the meaning exactly; the final decision "
+        "must stay the same. Do not copy sentences."
+    ),
+    "new": (
+        "Write a new research question that can be answered from the following abstract, different from the given "
+        "question. Give the part of the abstract that the answer needs as the context (in your own words, without "
+        "stating the conclusion), a long answer that concludes from it, and the final decision."
+    ),
+    "verify": (
+        'Answer the research question from the context. Answer with a JSON object {"final_decision": ...} whose '
+        'value is one of "yes", "no" or "maybe".'
+    ),
+}
+ALIASES = {
+    "question": ("question", "new_question", "rewritten_question"),
+    "context": ("context", "contexts", "abstract", "rewritten_context"),
+    "long_answer": ("long_answer", "longanswer", "answer_explanation", "conclusion", "rewritten_long_answer"),
+    "final_decision": ("final_decision", "decision", "answer", "label", "final_answer"),
+}
+OUTPUT_FIELDS = tuple(ALIASES)
+JSON_SCHEMA = {"type": "json_object"}
+
+
+def build_messages(kind: str, example: Example) -> list[dict[str, str]]:
+    """Chat messages asking for one `kind` output from `example` (a verify prompt hides the decision)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown prompt kind {kind!r}")
+    if kind == "verify":
+        shown = {"question": example["question"], "context": example["context"]}
+        user = f"{INSTRUCTIONS['verify']}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
+    else:
+        shown = {k: example[k] for k in OUTPUT_FIELDS}
+        user = f"{INSTRUCTIONS[kind]} {OUTPUT_FORMAT}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+class ParseError(ValueError):
+    """The answer holds no usable JSON object."""
+
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def extract_json(text: str) -> dict[str, Any]:
+    """The first JSON object in `text`: plain, in a code fence, or surrounded by prose."""
+    candidates = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    decoder = json.JSONDecoder()
+    for candidate in candidates:
+        for start in (i for i, ch in enumerate(candidate) if ch == "{"):
+            try:
+                value, _ = decoder.raw_decode(candidate, start)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(value, dict):
+                return value
+    raise ParseError("no JSON object in the answer")
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return " ".join(v.strip() for v in value)
+    return None
+
+
+def normalize_decision(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    word = value.strip().strip(".!\"'").lower()
+    return word if word in LABELS else parse_answer(value)
+
+
+def parse_output(text: str) -> dict[str, Any]:
+    """Map an answer onto {question, context, long_answer, final_decision}; missing fields are None."""
+    raw = extract_json(text)
+    lowered = {str(k).lower().replace(" ", "_"): v for k, v in raw.items()}
+    out: dict[str, Any] = {}
+    for name, keys in ALIASES.items():
+        value = next((lowered[k] for k in keys if k in lowered), None)
+        out[name] = normalize_decision(value) if name == "final_decision" else _text(value)
+    if out["final_decision"] is None and any(k in lowered for k in ALIASES["final_decision"]):
+        out["final_decision_raw"] = next(lowered[k] for k in ALIASES["final_decision"] if k in lowered)
+    return out
+
+
+def parse_verdict(text: str) -> str | None:
+    """The decision in a verifier answer: its JSON, else the whole-word label in the text."""
+    try:
+        raw = extract_json(text)
+    except ParseError:
+        return parse_answer(text)
+    lowered = {str(k).lower(): v for k, v in raw.items()}
+    value = next((lowered[k] for k in ALIASES["final_decision"] if k in lowered), None)
+    return normalize_decision(value) if value is not None else None

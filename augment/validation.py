@@ -1,0 +1,114 @@
+"""Checks on every generated example: fields, decision, lengths, copies, duplicates, test leaks."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from domainqa.data import LABELS, Example
+
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
+    tokens = words(text)
+    if len(tokens) < n:
+        return {tuple(tokens)} if tokens else set()
+    return {tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)}
+
+
+def jaccard(a: str, b: str, n: int = 3) -> float:
+    x, y = ngrams(a, n), ngrams(b, n)
+    return len(x & y) / len(x | y) if x and y else float(x == y)
+
+
+def fingerprint(example: Example) -> str:
+    """Equal for two outputs that differ only in case, spacing or punctuation."""
+    return " ".join(words(example["question"])) + " || " + " ".join(words(example["context"]))
+
+
+class LeakIndex:
+    """N-gram index of the test items: the share of an output's n-grams found in one test item.
+
+    Questions are short, so they use word trigrams; contexts use 8-grams, long enough that shared
+    biomedical phrases do not count but a paraphrase keeping whole sentences does."""
+
+    QUESTION_N = 3
+    CONTEXT_N = 8
+
+    def __init__(self, test_items: Iterable[Example], threshold: float):
+        self.threshold = threshold
+        self.ids: set[str] = set()
+        self.questions: set[str] = set()
+        self._index: dict[str, dict[tuple, set[int]]] = {"question": defaultdict(set), "context": defaultdict(set)}
+        for number, item in enumerate(test_items):
+            self.ids.add(item["id"])
+            self.questions.add(" ".join(words(item["question"])))
+            for field, n in (("question", self.QUESTION_N), ("context", self.CONTEXT_N)):
+                for gram in ngrams(item[field], n):
+                    self._index[field][gram].add(number)
+
+    def is_test_item(self, example: Example) -> bool:
+        return example["id"] in self.ids or " ".join(words(example["question"])) in self.questions
+
+    def overlap(self, field: str, text: str) -> float:
+        grams = ngrams(text, self.QUESTION_N if field == "question" else self.CONTEXT_N)
+        if not grams:
+            return 0.0
+        hits: dict[int, int] = defaultdict(int)
+        for gram in grams:
+            for number in self._index[field].get(gram, ()):
+                hits[number] += 1
+        return max(hits.values(), default=0) / len(grams)
+
+    def leak(self, example: Example) -> str | None:
+        for field in ("question", "context"):
+            share = self.overlap(field, example[field])
+            if share > self.threshold:
+                return f"{field} overlaps a test item ({share:.0%} of its n-grams)"
+        return None
+
+
+@dataclass
+class Limits:
+    min_words: int = 3
+    max_question_words: int = 80
+    max_context_words: int = 800
+    max_answer_words: int = 300
+    copy_threshold: float = 0.9
+
+
+def check_fields(output: dict, kind: str, source: Example, limits: Limits) -> tuple[str, str] | None:
+    """(reason, detail) if `output` cannot be used, else None. Checks that need no other output."""
+    missing = [f for f in ("question", "context", "long_answer") if not output.get(f)]
+    if missing:
+        return "missing_field", ", ".join(missing)
+    decision = output.get("final_decision")
+    if decision not in LABELS:
+        return "bad_decision", f"final_decision {output.get('final_decision_raw', decision)!r}"
+    if kind == "rewrite" and decision != source["final_decision"]:
+        return "decision_changed", f"{source['final_decision']} -> {decision}"
+    for field, most in (
+        ("question", limits.max_question_words),
+        ("context", limits.max_context_words),
+        ("long_answer", limits.max_answer_words),
+    ):
+        count = len(words(output[field]))
+        if count < limits.min_words or count > most:
+            return "length", f"{field} has {count} words (allowed {limits.min_words}..{most})"
+    if is_copy(output, kind, source, limits.copy_threshold):
+        return "copy_of_source", "too close to its source item"
+    return None
+
+
+def is_copy(output: dict, kind: str, source: Example, threshold: float) -> bool:
+    """A rewrite that rewrote nothing, or a 'new' question that is the source question."""
+    if kind == "new":
+        return jaccard(output["question"], source["question"]) >= threshold
+    return all(jaccard(output[f], source[f]) >= threshold for f in ("question", "context", "long_answer"))

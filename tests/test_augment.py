@@ -1,0 +1,269 @@
+"""augment/ against a real HTTP server on 127.0.0.1 through the real `openai` client."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from augment.__main__ import EXIT_BAD_INPUT, EXIT_BATCH_PENDING, main
+from augment.card import HUB_FILES, push_to_hub
+from augment.merge import merge
+from domainqa.data import read_examples, split_pubmedqa
+from tests.openai_server import FakeOpenAI
+
+
+@pytest.fixture(scope="module")
+def pqal(pqal_path):
+    return read_examples(pqal_path)
+
+
+@pytest.fixture
+def server(monkeypatch):
+    with FakeOpenAI() as fake:
+        monkeypatch.setenv("OPENAI_API_KEY", fake.api_key)
+        yield fake
+
+
+def run(server: FakeOpenAI, out: Path, dataset, *flags: str) -> int:
+    args = ["--dataset_path", str(dataset), "--base_url", server.base_url, "--output_dir", str(out)]
+    args += ["--backoff_base", "0.01", "--request_timeout", "5", *flags]
+    return main(args)
+
+
+def outputs(out: Path) -> tuple[dict, list[dict], list[dict]]:
+    summary = json.loads((out / "summary.json").read_text())
+    rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    return summary, rows, rejected
+
+
+def all_text(folder: Path) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file())
+
+
+def test_rewrite_run_then_rerun_from_cache(server, tmp_path, pqal_path):
+    out = tmp_path / "run"
+    assert run(server, out, pqal_path, "--max_sources", "6", "--num_variants", "2", "--model", "gpt-4") == 0
+    summary, rows, rejected = outputs(out)
+    assert summary["accepted"] == 12 and summary["rejected"] == 0 and not rejected
+    assert summary["requests"] == 12 and summary["cache_hits"] == 0
+    assert summary["tokens_in"] > 0 and summary["tokens_out"] > 0
+    assert summary["estimated_cost_usd"] == pytest.approx(
+        (summary["tokens_in"] * 30 + summary["tokens_out"] * 60) / 1e6
+    )
+    assert {r["strategy"] for r in rows} == {"rewrite"} and {r["model"] for r in rows} == {"gpt-4"}
+    assert all(r["prompt_version"] == "v1" and r["source_id"] for r in rows)
+    examples = read_examples(out)  # what train.py --train_data reads
+    assert len({e["id"] for e in examples}) == 12
+    assert "# PubMedQA augmented" in (out / "README.md").read_text()
+    before = (out / "data.jsonl").read_bytes()
+    asked = sum(server.counts.values())
+    assert run(server, out, pqal_path, "--max_sources", "6", "--num_variants", "2", "--model", "gpt-4") == 0
+    assert sum(server.counts.values()) == asked  # nothing sent again
+    assert json.loads((out / "summary.json").read_text())["cache_hits"] == 12
+    assert (out / "data.jsonl").read_bytes() == before
+
+
+def test_faults_are_retried_or_rejected_and_the_run_goes_on(server, tmp_path, pqal):
+    train = pqal[:12]
+    server.retry_after = "0.3"
+    server.slow_seconds = 1.5
+    plan = {
+        0: ["429", "ok"],
+        1: ["500", "500", "ok"],
+        2: ["slow", "ok"],
+        3: ["drop", "ok"],
+        4: ["malformed"],
+        5: ["fenced"],
+        6: ["wrong_decision"],
+        7: ["copy"],
+        8: ["500"] * 10,  # more than --max_retries
+    }
+    for index, actions in plan.items():
+        server.faults[train[index]["question"]] = list(actions)
+    out = tmp_path / "faults"
+    flags = ("--max_sources", "12", "--max_retries", "3", "--request_timeout", "0.8", "--max_concurrency", "4")
+    assert run(server, out, server_pqal_file(tmp_path, pqal), *flags) == 0
+    summary, rows, rejected = outputs(out)
+    reasons = {r["source_id"]: r["reason"] for r in rejected}
+    assert reasons == {
+        train[4]["id"]: "unparseable",
+        train[6]["id"]: "decision_changed",
+        train[7]["id"]: "copy_of_source",
+        train[8]["id"]: "request_failed",
+    }
+    failed = next(r for r in rejected if r["reason"] == "request_failed")
+    assert "http_500" in failed["detail"] and "4 attempts" in failed["detail"]
+    assert {r["source_id"] for r in rows} == {e["id"] for e in train} - set(reasons)
+    assert summary["failed_requests"] == 1 and summary["retries"] == 1 + 2 + 1 + 1 + 3
+    # Retry-After was honoured: the retry of item 0 came at least 0.3 s after the 429.
+    times = [e["time"] for e in server.log if e["key"] == key_of(server, "429")]
+    assert len(times) == 2 and times[1] - times[0] >= 0.3
+
+
+def server_pqal_file(tmp_path: Path, pqal: list[dict]) -> Path:
+    path = tmp_path / "pqal.jsonl"
+    if not path.exists():
+        path.write_text("".join(json.dumps(e) + "\n" for e in pqal))
+    return path
+
+
+def key_of(server: FakeOpenAI, action: str) -> str:
+    return next(e["key"] for e in server.log if e["action"] == action)
+
+
+def test_verifier_rejects_a_flipped_rewrite_and_json_mode_falls_back(server, tmp_path, pqal_path, pqal):
+    server.json_mode_supported = False
+    server.faults[pqal[1]["question"]] = ["flip"]
+    out = tmp_path / "verify"
+    assert run(server, out, pqal_path, "--max_sources", "3", "--verify") == 0
+    summary, rows, rejected = outputs(out)
+    assert [r["reason"] for r in rejected] == ["verifier_flipped"] and rejected[0]["source_id"] == pqal[1]["id"]
+    assert len(rows) == 2 and summary["requests"] == 3 + 3
+
+
+def test_combined_strategy_and_merge_of_two_models(server, tmp_path, pqal_path):
+    for model in ("gpt-3.5-turbo", "gpt-4"):
+        flags = ("--strategy", "combined", "--max_sources", "4", "--model", model)
+        assert run(server, tmp_path / model, pqal_path, *flags) == 0
+    summary, rows, _ = outputs(tmp_path / "gpt-4")
+    assert summary["accepted_by_strategy"] == {"original": 4, "rewrite": 4, "new": 4}
+    merged = merge([str(tmp_path / "gpt-3.5-turbo"), str(tmp_path / "gpt-4")], str(tmp_path / "merged"))
+    assert merged["examples"] == 4 + 8 + 8 and merged["dropped"] == {"original": 4}
+    examples = read_examples(tmp_path / "merged")
+    assert {e["model"] for e in examples if e["strategy"] != "original"} == {"gpt-3.5-turbo", "gpt-4"}
+
+
+def test_test_items_are_refused_and_overlapping_outputs_rejected(server, tmp_path, pqal_path, pqal):
+    parts = split_pubmedqa(pqal, "paper")
+    leaky = dict(parts["train"][0], id="leaky", context=parts["test"][0]["context"])  # train question, test abstract
+    items = parts["train"][1:4] + parts["test"][:2] + [leaky]
+    dataset = tmp_path / "mixed.jsonl"
+    dataset.write_text("".join(json.dumps(e) + "\n" for e in items))
+    server.faults[leaky["question"]] = ["keep_context"]
+    out = tmp_path / "leak"
+    assert run(server, out, dataset, "--pubmedqa_path", str(pqal_path)) == 0
+    summary, rows, rejected = outputs(out)
+    assert summary["sources_refused_test"] == 2 and summary["sources"] == 4
+    assert summary["test_overlap_rejected"] == 1 and rejected[0]["source_id"] == "leaky"
+    assert len(rows) == 3
+    test_ids = {e["id"] for e in parts["test"]}
+    assert not {r["source_id"] for r in rows} & test_ids
+    assert sum(server.counts.values()) == 4  # test items were never sent
+
+
+def test_non_pqal_dataset_without_pqal_for_the_leak_check_stops(server, tmp_path, pqal, monkeypatch, capsys):
+    monkeypatch.delenv("PUBMEDQA_PATH", raising=False)
+    dataset = tmp_path / "small.jsonl"
+    dataset.write_text("".join(json.dumps(e) + "\n" for e in pqal[:3]))
+    assert run(server, tmp_path / "o", dataset) == EXIT_BAD_INPUT
+    assert "--pubmedqa_path" in capsys.readouterr().err
+    assert not server.counts
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("missing_file", "no such file"),
+        ("wrong_fields", "missing field"),
+        ("strategy", "strategy must be one of"),
+        ("unreachable", "cannot reach"),
+        ("wrong_key", "refused the API key"),
+        ("no_key", "no API key"),
+    ],
+)
+def test_bad_input_stops_before_any_request(server, tmp_path, pqal_path, monkeypatch, capsys, case, expected):
+    dataset, flags = pqal_path, ["--max_sources", "2"]
+    if case == "missing_file":
+        dataset = tmp_path / "nope.json"
+    if case == "wrong_fields":
+        dataset = tmp_path / "bad.jsonl"
+        dataset.write_text(json.dumps({"id": "1", "text": "no question here", "final_decision": "yes"}) + "\n")
+    if case == "strategy":
+        flags += ["--strategy", "paraphrase"]
+    if case == "wrong_key":
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-9876543210")
+    if case == "no_key":
+        monkeypatch.delenv("OPENAI_API_KEY")
+    if case == "unreachable":
+        with FakeOpenAI() as closed:
+            url = closed.base_url
+        flags += ["--base_url", url, "--request_timeout", "1"]
+    rc = run(server, tmp_path / "out", dataset, *flags)
+    err = capsys.readouterr().err
+    assert rc == EXIT_BAD_INPUT and expected in err
+    assert not server.counts  # no generation request was sent
+    assert "sk-wrong-key-9876543210" not in err and server.api_key not in err
+    assert not (tmp_path / "out" / "data.jsonl").exists()
+
+
+def test_api_key_never_written(server, tmp_path, pqal_path, pqal, caplog):
+    server.faults[pqal[0]["question"]] = ["500"] * 5
+    out = tmp_path / "secret"
+    with caplog.at_level("DEBUG"):
+        assert run(server, out, pqal_path, "--max_sources", "3", "--max_retries", "1") == 0
+    assert server.api_key not in all_text(out) and server.api_key not in caplog.text
+    assert any(a == f"Bearer {server.api_key}" for a in server.auth_seen)  # it was used, only on the wire
+
+
+def test_batch_api_submits_once_and_a_rerun_collects(server, tmp_path, pqal_path):
+    server.batch_polls = 3
+    out = tmp_path / "batch"
+    flags = ("--use_batch_api", "--max_sources", "5", "--batch_poll_interval", "0.05", "--model", "gpt-4")
+    assert run(server, out, pqal_path, *flags, "--batch_wait_timeout", "0") == EXIT_BATCH_PENDING
+    state = json.loads((out / "batch_state.json").read_text())
+    assert state["batch_id"] == "batch-1" and len(state["keys"]) == 5
+    assert run(server, out, pqal_path, *flags) == 0
+    assert server.batch_creates == 1 and not (out / "batch_state.json").exists()
+    assert server.paths["POST /v1/chat/completions"] == 0
+    summary, rows, _ = outputs(out)
+    assert len(rows) == 5 and summary["backend"] == "openai (batch API)"
+    assert summary["estimated_cost_usd"] == pytest.approx(
+        (summary["tokens_in"] * 15 + summary["tokens_out"] * 30) / 1e6
+    )
+    assert run(server, out, pqal_path, *flags) == 0 and server.batch_creates == 1
+
+
+def test_push_to_hub_uploads_exactly_data_summary_and_card(server, tmp_path, pqal_path):
+    out = tmp_path / "hub"
+    assert run(server, out, pqal_path, "--max_sources", "2") == 0
+
+    class FakeApi:
+        calls: list = []
+
+        def create_repo(self, repo_id, **kwargs):
+            self.calls.append(("create_repo", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            self.calls.append(("upload_folder", kwargs))
+
+    api = FakeApi()
+    files = push_to_hub(out, "me/pubmedqa-aug", api=api)
+    assert files == list(HUB_FILES)
+    assert api.calls[0] == (
+        "create_repo",
+        "me/pubmedqa-aug",
+        {"repo_type": "dataset", "private": True, "exist_ok": True},
+    )
+    upload = api.calls[1][1]
+    assert upload["allow_patterns"] == ["data.jsonl", "summary.json", "README.md"] and upload["repo_type"] == "dataset"
+    assert (out / "cache").is_dir()  # present in the folder, but not among the uploaded files
+
+
+def test_push_needs_a_dataset_id(capsys):
+    assert main(["--push_to_hub"]) == EXIT_BAD_INPUT and "hub_dataset_id" in capsys.readouterr().err
+
+
+def test_slow_server_times_out_and_is_retried(server, tmp_path, pqal_path, pqal):
+    server.slow_seconds = 1.0
+    server.faults[pqal[0]["question"]] = ["slow", "slow"]
+    out = tmp_path / "slow"
+    started = time.monotonic()
+    flags = ("--max_sources", "1", "--request_timeout", "0.3", "--max_retries", "2")
+    assert run(server, out, pqal_path, *flags) == 0
+    summary, rows, _ = outputs(out)
+    assert len(rows) == 1 and summary["retries"] == 2
+    assert time.monotonic() - started < 10
