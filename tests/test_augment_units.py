@@ -1,0 +1,121 @@
+"""Pieces of augment/: parsing, validation, rate limiting, retry delays, recipes, the local backend."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from augment.__main__ import main
+from augment.arguments import AugmentArguments
+from augment.limits import RateLimiter, RetryPolicy, parse_retry_after
+from augment.prompts import ParseError, build_messages, parse_output, parse_verdict
+from augment.validation import Limits, check_fields, jaccard
+from domainqa.config import parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+SOURCE = {
+    "id": "1",
+    "question": "Does aspirin lower the risk of stroke in older adults?",
+    "context": "We followed 2,000 adults over 70 years for five years. Strokes were fewer in the aspirin group.",
+    "long_answer": "Aspirin lowered the risk of stroke in older adults.",
+    "final_decision": "yes",
+}
+
+
+def test_parse_output_reads_fences_prose_and_aliases():
+    text = 'Sure!\n```json\n{"Question": "Q one two?", "contexts": ["a b", "c d"], "answer": "Yes."}\n```'
+    out = parse_output(text)
+    assert out["question"] == "Q one two?" and out["context"] == "a b c d" and out["final_decision"] == "yes"
+    assert out["long_answer"] is None
+    assert parse_output('The answer: {"final_decision": "no", "question": "x"} done')["final_decision"] == "no"
+    with pytest.raises(ParseError):
+        parse_output('{"question": "cut off')
+    assert parse_verdict('{"final_decision": "maybe"}') == "maybe" and parse_verdict("I think no.") == "no"
+
+
+def test_prompts_hide_the_decision_from_the_verifier():
+    assert '"final_decision"' in build_messages("rewrite", SOURCE)[1]["content"]
+    verify = build_messages("verify", SOURCE)[1]["content"]
+    assert SOURCE["question"] in verify and '"yes"' in verify and "Input:" in verify
+    assert json.loads(verify.split("Input:")[1]) == {"question": SOURCE["question"], "context": SOURCE["context"]}
+
+
+def test_validation_reasons():
+    limits = Limits(max_question_words=20)
+    good = {
+        "question": "Is stroke less frequent in elderly people taking aspirin?",
+        "context": "2,000 people aged over seventy were observed for five years; fewer strokes in the aspirin arm.",
+        "long_answer": "Taking aspirin reduced strokes among the elderly.",
+        "final_decision": "yes",
+    }
+    assert check_fields(good, "rewrite", SOURCE, limits) is None
+    assert check_fields({**good, "final_decision": "no"}, "rewrite", SOURCE, limits)[0] == "decision_changed"
+    assert check_fields({**good, "final_decision": "no"}, "new", SOURCE, limits) is None
+    assert check_fields({**good, "final_decision": None}, "new", SOURCE, limits)[0] == "bad_decision"
+    assert check_fields({**good, "context": ""}, "rewrite", SOURCE, limits)[0] == "missing_field"
+    assert check_fields({**good, "question": "word " * 30}, "rewrite", SOURCE, limits)[0] == "length"
+    assert check_fields(dict(SOURCE), "rewrite", SOURCE, limits)[0] == "copy_of_source"
+    assert check_fields({**good, "question": SOURCE["question"]}, "new", SOURCE, limits)[0] == "copy_of_source"
+    assert jaccard("a b c d", "A b, c d!") == 1.0
+
+
+def test_rate_limiter_paces_requests_to_the_rpm_limit():
+    async def go() -> float:
+        limiter = RateLimiter(rpm=600)  # one every 0.1 s
+        started = time.monotonic()
+        await asyncio.gather(*(limiter.acquire() for _ in range(6)))
+        return time.monotonic() - started
+
+    elapsed = asyncio.run(go())
+    assert 0.45 <= elapsed < 0.8
+
+
+def test_rate_limiter_keeps_tokens_per_minute():
+    async def go() -> float:
+        limiter = RateLimiter(tpm=60_000)  # 1,000 tokens/s, a bucket of 10 s' worth
+        await limiter.acquire(10_000)  # empties the bucket
+        started = time.monotonic()
+        await limiter.acquire(500)  # must wait for 500 tokens to flow back in
+        return time.monotonic() - started
+
+    assert 0.45 <= asyncio.run(go()) < 0.9
+
+
+def test_retry_delays_back_off_with_jitter_and_honour_retry_after():
+    policy = RetryPolicy(max_retries=5, base=1.0, cap=8.0)
+    assert policy.delay(0, rng=lambda: 0.0) == 0.5 and policy.delay(0, rng=lambda: 1.0) == 1.0
+    assert policy.delay(3, rng=lambda: 1.0) == 8.0 and policy.delay(10, rng=lambda: 1.0) == 8.0
+    assert policy.delay(3, retry_after=2.5) == 2.5
+    assert parse_retry_after({"retry-after": "3"}) == 3.0
+    assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
+    assert 0 <= parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) < 1
+    assert parse_retry_after({}) is None
+
+
+def test_every_recipe_parses():
+    recipes = sorted((REPO / "recipes" / "augment").glob("*qa.yaml"))
+    names = {p.stem for p in recipes}
+    for model in ("gpt-3.5-turbo", "gpt-4", "smollm2-local"):
+        assert {f"{model}-rewriteqa", f"{model}-newqa", f"{model}-combinedqa"} <= names
+    for recipe in recipes:
+        (args,) = parse_args(AugmentArguments, args=[str(recipe)])
+        assert args.output_dir == f"outputs/augment/{recipe.stem}"
+
+
+@pytest.mark.slow
+def test_local_transformers_backend_runs_offline_and_resumes(tiny_llama, tmp_path, pqal_path, capsys):
+    out = tmp_path / "local"
+    flags = ["--backend", "transformers", "--model", str(tiny_llama), "--dataset_path", str(pqal_path)]
+    flags += ["--output_dir", str(out), "--max_sources", "3", "--max_tokens", "8", "--batch_size", "2"]
+    assert main(flags) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests"] == 3 and summary["requests_sent_this_run"] == 3
+    assert summary["accepted"] + summary["rejected"] == 3  # a random tiny model writes no JSON: all rejected
+    assert summary["tokens_out"] > 0 and summary["estimated_cost_usd"] == 0.0
+    assert main(flags) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["requests_sent_this_run"] == 0 and summary["cache_hits"] == 3
