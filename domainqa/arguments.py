@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+from trl import SFTConfig
+
 from .config import field_names
 from .data import SPLITS
 from .modeling import EMBEDDED_MODEL, PEFT_METHODS
@@ -91,16 +94,12 @@ class InferenceArguments:
     predictions_name: str | None = field(
         default=None, metadata={"help": "File stem of the predictions; default predictions_<split>_<mode>."}
     )
-    num_shards: int = field(default=1, metadata={"help": "Split the items into this many shards (multi-process)."})
-    shard_index: int = field(default=0, metadata={"help": "Which shard this process predicts."})
 
     def __post_init__(self):
         if self.mode not in ("score", "generate"):
             raise ValueError(f"mode must be score or generate, got {self.mode!r}")
         if self.eval_split not in ("test", "validation"):
             raise ValueError(f"eval_split must be test or validation, got {self.eval_split!r}")
-        if not 0 <= self.shard_index < self.num_shards:
-            raise ValueError(f"shard_index must be in 0..{self.num_shards - 1}, got {self.shard_index}")
 
 
 @dataclass
@@ -113,12 +112,29 @@ class EvaluationArguments:
         metadata={"help": "Official-format truth {PMID: label}; default: the test part of --split of the data."},
     )
     output_file: str | None = field(default=None, metadata={"help": "Write the metrics here as JSON."})
+    allow_partial: bool = field(
+        default=False,
+        metadata={"help": "Score only the test PMIDs that were predicted (quick runs on a slice); not comparable."},
+    )
     bootstrap_samples: int = field(default=1000, metadata={"help": "Resamples for the 95% intervals (0: none)."})
     bootstrap_seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
 
 
 def pipeline_keys() -> set[str]:
     """Every key a pipeline recipe may hold: the union over train.py, infer.py and evaluate.py."""
-    from trl import SFTConfig
+    return field_names(ModelArguments, DataArguments, InferenceArguments, EvaluationArguments, TrainingArguments)
 
-    return field_names(ModelArguments, DataArguments, InferenceArguments, EvaluationArguments, SFTConfig)
+
+@dataclass
+class TrainingArguments(SFTConfig):
+    """TRL's SFTConfig with two defaults that suit every machine: bf16 only where the GPU has it
+    (TRL turns it on everywhere, which stops CPU runs), and no activation checkpointing unless asked."""
+
+    gradient_checkpointing: bool | None = field(
+        default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
+    )
+
+    def __post_init__(self):
+        if self.bf16 is None and not self.fp16:
+            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        super().__post_init__()

@@ -34,9 +34,7 @@ def field_names(*dataclass_types: type) -> set[str]:
     return {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
 
 
-def parse_args(
-    *dataclass_types: type, args: list[str] | None = None, shared_keys: set[str] = frozenset()
-) -> tuple:
+def parse_args(*dataclass_types: type, args: list[str] | None = None, shared_keys: set[str] = frozenset()) -> tuple:
     """Parse `dataclass_types` from an optional recipe (first argument, .yaml/.yml) plus flags.
 
     Flags override the recipe. Recipe keys in `shared_keys` belong to the other scripts of the same

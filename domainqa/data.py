@@ -56,7 +56,12 @@ def normalize_example(row: dict, where: str, default_id: str | None = None) -> E
         example_id = default_id
     missing = [
         name
-        for name, value in (("id", example_id), ("question", question), ("context", raw_context), ("final_decision", decision))
+        for name, value in (
+            ("id", example_id),
+            ("question", question),
+            ("context", raw_context),
+            ("final_decision", decision),
+        )
         if value is None
     ]
     if missing:
@@ -227,3 +232,27 @@ def split_pubmedqa(examples: list[Example], split: str, fold: int = 0) -> dict[s
     if split == "official":
         return official_split(examples, fold)
     raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+
+
+def load_task_data(
+    dataset_path: str | None = None,
+    split: str = "paper",
+    fold: int = 0,
+    train_data: str | None = None,
+) -> dict[str, list[Example]]:
+    """Train / validation / test parts for a run. With `train_data`, training uses that file or
+    folder instead of the split's train part; it must not contain any test item."""
+    parts = split_pubmedqa(load_pubmedqa(dataset_path), split, fold)
+    if train_data:
+        training = read_examples(train_data)
+        test_ids = {e["id"] for e in parts["test"]}
+        leaked = sorted({e["id"] for e in training if e["id"] in test_ids} | {
+            str(e["source_id"]) for e in training if str(e.get("source_id")) in test_ids
+        })  # fmt: skip
+        if leaked:
+            raise DataError(
+                f"{train_data}: {len(leaked)} training row(s) are, or come from, {split}-split test items: "
+                + ", ".join(leaked[:20])
+            )
+        parts["train"] = training
+    return parts

