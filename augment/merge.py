@@ -1,4 +1,4 @@
-"""`python -m augment.merge RUN_DIR... --output_dir DIR`: join several runs into one training set.
+"""`python -m augment.merge RUN_DIR... --output_dir DIR` (or `--merges FILE`): join several runs into one set.
 
 Provenance (source_id, strategy, model, prompt_version) stays on every row; ids are already unique
 across models (they hold the model's name); an original item present in several runs is kept once."""
@@ -9,6 +9,8 @@ import argparse
 import sys
 from collections import Counter
 from pathlib import Path
+
+import yaml
 
 from domainqa.data import DataError, read_examples
 from domainqa.io import atomic_write_json, atomic_write_jsonl
@@ -39,17 +41,33 @@ def merge(run_dirs: list[str], output_dir: str) -> dict:
     return summary
 
 
+def merges_from_file(path: str, root: str = "outputs/augment") -> list[tuple[list[str], str]]:
+    """(run folders, output folder) for each entry {merged name: [data recipe name, ...]} of a merges file."""
+    table = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
+        raise DataError(f"{path}: expected {{merged name: [recipe name, ...]}}")
+    return [([f"{root}/{name}" for name in names], f"{root}/{merged}") for merged, names in table.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m augment.merge", description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="output folders of augment runs (or any dataset files)")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("runs", nargs="*", help="output folders of augment runs (or any dataset files)")
+    parser.add_argument("--output_dir", help="where the merged data.jsonl goes")
+    parser.add_argument("--merges", help="a merges file such as recipes/augment/merges.yaml: build every entry")
     args = parser.parse_args(argv)
+    if args.merges:
+        jobs = merges_from_file(args.merges)
+    elif args.runs and args.output_dir:
+        jobs = [(args.runs, args.output_dir)]
+    else:
+        parser.error("give run folders and --output_dir, or --merges FILE")
     try:
-        summary = merge(args.runs, args.output_dir)
+        for runs, output_dir in jobs:
+            summary = merge(runs, output_dir)
+            print(f"augment.merge: {summary['examples']} examples in {output_dir}/data.jsonl")
     except DataError as e:
         print(f"augment.merge: error: {e}", file=sys.stderr)
         return 2
-    print(f"augment.merge: {summary['examples']} examples in {args.output_dir}/data.jsonl")
     return 0
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from augment.__main__ import EXIT_BAD_INPUT, EXIT_BATCH_PENDING, main
 from augment.card import HUB_FILES, push_to_hub
-from augment.merge import merge
+from augment.merge import merge, merges_from_file
 from domainqa.data import read_examples, split_pubmedqa
 from tests.openai_server import FakeOpenAI
 
@@ -133,6 +133,11 @@ def test_combined_strategy_and_merge_of_two_models(server, tmp_path, pqal_path):
     assert summary["accepted_by_strategy"] == {"original": 4, "rewrite": 4, "new": 4}
     merged = merge([str(tmp_path / "gpt-3.5-turbo"), str(tmp_path / "gpt-4")], str(tmp_path / "merged"))
     assert merged["examples"] == 4 + 8 + 8 and merged["dropped"] == {"original": 4}
+    merges = tmp_path / "merges.yaml"
+    merges.write_text("both: [gpt-3.5-turbo, gpt-4]\n")
+    assert merges_from_file(str(merges), str(tmp_path)) == [
+        ([f"{tmp_path}/gpt-3.5-turbo", f"{tmp_path}/gpt-4"], f"{tmp_path}/both")
+    ]
     examples = read_examples(tmp_path / "merged")
     assert {e["model"] for e in examples if e["strategy"] != "original"} == {"gpt-3.5-turbo", "gpt-4"}
 
