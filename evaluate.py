@@ -60,7 +60,9 @@ def main(args: list[str] | None = None) -> dict[str, dict]:
         if eval_args.allow_partial:
             scored_truth = {pmid: label for pmid, label in truth.items() if pmid in predictions}
         try:
-            metrics = evaluate_predictions(scored_truth, predictions, eval_args.bootstrap_samples, eval_args.bootstrap_seed)
+            metrics = evaluate_predictions(
+                scored_truth, predictions, eval_args.bootstrap_samples, eval_args.bootstrap_seed
+            )
         except ValueError as e:
             raise SystemExit(f"{path}: {e}") from None
         results[path] = {**metrics, "num_unparsed": unparsed}

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from domainqa.modeling import embedded_model_path
 
@@ -35,10 +44,39 @@ def smollm2_path() -> Path:
     return embedded_model_path()
 
 
-def make_tiny_model(kind: str, folder: Path, tokenizer_source: Path) -> Path:
-    """Save a randomly initialised tiny causal LM (`llama` or `gpt2`) with the SmolLM2 tokenizer."""
+def make_tiny_tokenizer(chat_template_source: Path) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with a 2,000-token vocabulary trained on the PubMedQA text, with
+    SmolLM2's ChatML template. A small vocabulary keeps tiny models' output layer, and so the
+    tests, fast."""
+    texts = [
+        f"{item['QUESTION']} {' '.join(item['CONTEXTS'])} {item['LONG_ANSWER']}"
+        for item in json.loads(PQAL.read_text(encoding="utf-8")).values()
+    ]
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(
+        texts + ["the answer to the question given the context is yes. no. maybe."],
+        trainers.BpeTrainer(
+            vocab_size=2000, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    template = AutoTokenizer.from_pretrained(chat_template_source).chat_template
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|im_end|>",
+        unk_token="<|endoftext|>",
+        chat_template=template,
+    )
+
+
+def make_tiny_model(kind: str, folder: Path, chat_template_source: Path) -> Path:
+    """Save a randomly initialised tiny causal LM (`llama` or `gpt2`) with a small tokenizer."""
     torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
+    tokenizer = make_tiny_tokenizer(chat_template_source)
     common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
     if kind == "llama":
         config = LlamaConfig(
