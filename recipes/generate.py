@@ -169,13 +169,14 @@ def recipe(model: str, peft: str, data: str) -> tuple[dict, str]:
         if spec["paper"]
         else f"python train.py {path}"
     )
+    predictions = f"{keys['output_dir']}/predictions_paper_test_{keys['mode']}.json"  # as infer.py names it
     header = "\n".join(
         [
             f"# {spec['title']}, {'LoRA' if peft == 'lora' else 'prefix tuning'}, {data_text}.",
             f"# {reproduces}",
             f"# Train: {launch}",
             f"# Predict: python infer.py {path}",
-            f"# Score: python evaluate.py --predictions {keys['output_dir']}/<predictions file>",
+            f"# Score: python evaluate.py --predictions {predictions}",
             "# Written by recipes/generate.py; edit that file and rerun it rather than this one.",
         ]
     )
