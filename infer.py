@@ -23,6 +23,7 @@ from transformers import set_seed
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
 from domainqa.config import parse_args
 from domainqa.data import load_task_data
+from domainqa.hub import load_hub_run_config
 from domainqa.inference import generate_answers, score_labels
 from domainqa.io import atomic_write_json
 from domainqa.modeling import load_for_inference
@@ -44,7 +45,10 @@ def find_trained_model(args: InferenceArguments) -> str | None:
 
 def align_with_training(model_args: ModelArguments, data_args: DataArguments, trained: str | None) -> None:
     """Use the prompt settings the model was trained with; a different explicit choice is an error."""
-    saved = load_run_config(trained) if trained and Path(trained).is_dir() else {}
+    if not trained:
+        saved = {}
+    else:
+        saved = load_run_config(trained) if Path(trained).is_dir() else load_hub_run_config(trained)
     defaults = {f.name: f.default for cls in (ModelArguments, DataArguments) for f in fields(cls)}
     for name in PROMPT_FIELDS:
         if name not in saved:

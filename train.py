@@ -18,6 +18,7 @@ from trl import SFTTrainer
 from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments, pipeline_keys
 from domainqa.config import parse_args
 from domainqa.data import load_task_data
+from domainqa.hub import push_run
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
 from domainqa.runs import last_complete_checkpoint, save_run_config, training_dataset
@@ -34,6 +35,13 @@ def main(args: list[str] | None = None) -> dict:
     for library in (datasets, transformers):
         library.utils.logging.set_verbosity(log_level)
     set_seed(training_args.seed)
+    # The Trainer would create the repo at start and push checkpoints and its own card; push_run releases
+    # the final adapter with our card once training is done. The Trainer pickles its arguments into
+    # training_args.bin, so it never holds the token.
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
+    hub_token, training_args.hub_token = training_args.hub_token, None
+    if push_to_hub and not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id user/name")
 
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
     parts = load_task_data(data_args.dataset_path, data_args.split, data_args.fold, data_args.train_data)
@@ -78,6 +86,13 @@ def main(args: list[str] | None = None) -> dict:
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_run_config(training_args.output_dir, model_args, data_args, training_args)
+        if push_to_hub:
+            push_run(
+                training_args.output_dir,
+                training_args.hub_model_id,
+                hub_token,
+                training_args.hub_private_repo,
+            )
     return metrics
 
 
