@@ -7,12 +7,8 @@ per-class scores, confusion matrix, majority baseline and bootstrap 95% interval
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
-
 from domainqa.arguments import DataArguments, EvaluationArguments, pipeline_keys
-from domainqa.config import parse_args
+from domainqa.config import UsageError, parse_args, run_cli
 from domainqa.data import load_task_data
 from domainqa.io import atomic_write_json
 from domainqa.metrics import evaluate_predictions
@@ -21,7 +17,8 @@ from domainqa.predictions import read_predictions
 
 def ground_truth(data_args: DataArguments, eval_args: EvaluationArguments) -> dict[str, str]:
     if eval_args.ground_truth_file:
-        return {str(k): v for k, v in json.loads(Path(eval_args.ground_truth_file).read_text()).items()}
+        truth, _ = read_predictions(eval_args.ground_truth_file)  # the same {PMID: label} format
+        return truth
     test = load_task_data(data_args.dataset_path, data_args.split, data_args.fold)["test"]
     return {e["id"]: e["final_decision"] for e in test}
 
@@ -52,10 +49,10 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 def main(args: list[str] | None = None) -> dict[str, dict]:
     data_args, eval_args = parse_args(DataArguments, EvaluationArguments, args=args, shared_keys=pipeline_keys())
+    read = {path: read_predictions(path) for path in eval_args.predictions}  # bad files fail before any work
     truth = ground_truth(data_args, eval_args)
     results = {}
-    for path in eval_args.predictions:
-        predictions, unparsed = read_predictions(path)
+    for path, (predictions, unparsed) in read.items():
         scored_truth = truth
         if eval_args.allow_partial:
             scored_truth = {pmid: label for pmid, label in truth.items() if pmid in predictions}
@@ -64,7 +61,7 @@ def main(args: list[str] | None = None) -> dict[str, dict]:
                 scored_truth, predictions, eval_args.bootstrap_samples, eval_args.bootstrap_seed
             )
         except ValueError as e:
-            raise SystemExit(f"{path}: {e}") from None
+            raise UsageError(f"{path}: {e}") from None
         results[path] = {**metrics, "num_unparsed": unparsed}
     print(markdown_table(results))
     if eval_args.output_file:
@@ -73,5 +70,4 @@ def main(args: list[str] | None = None) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    run_cli(main)

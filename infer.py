@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
-from domainqa.config import parse_args
+from domainqa.config import UsageError, parse_args, run_cli
 from domainqa.data import load_task_data
 from domainqa.hub import load_hub_run_config
 from domainqa.inference import generate_answers, score_labels
@@ -56,7 +55,7 @@ def align_with_training(model_args: ModelArguments, data_args: DataArguments, tr
         target = model_args if hasattr(model_args, name) else data_args
         current = getattr(target, name)
         if current != saved[name] and current != defaults[name]:
-            raise ValueError(f"{name}={current!r} but {trained} was trained with {name}={saved[name]!r}")
+            raise UsageError(f"{name}={current!r} but {trained} was trained with {name}={saved[name]!r}")
         setattr(target, name, saved[name])
 
 
@@ -162,5 +161,4 @@ def predict_resumable(model, tokenizer, prompt_format, items, args, partial: Pat
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    run_cli(main)

@@ -8,7 +8,6 @@ fine-tuning.
 from __future__ import annotations
 
 import logging
-import sys
 
 import datasets
 import transformers
@@ -16,7 +15,7 @@ from transformers import set_seed
 from trl import SFTTrainer
 
 from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments, pipeline_keys
-from domainqa.config import parse_args
+from domainqa.config import parse_args, run_cli
 from domainqa.data import load_task_data
 from domainqa.hub import push_run
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
@@ -97,4 +96,4 @@ def main(args: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main() and 0)
+    run_cli(main)

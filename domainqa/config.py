@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,21 @@ import yaml
 from transformers import HfArgumentParser
 
 
-class RecipeError(ValueError):
+class UsageError(ValueError):
+    """Bad input from the user (arguments, recipe, data): reported as one clear line, not a traceback."""
+
+
+class RecipeError(UsageError):
     """A recipe that cannot be used; the message names the file and the key."""
+
+
+def run_cli(main: Callable[[], object]) -> None:
+    """Run a script's main(); bad input exits with status 2 and its message."""
+    try:
+        main()
+    except UsageError as e:
+        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -53,4 +67,7 @@ def parse_args(*dataclass_types: type, args: list[str] | None = None, shared_key
         for action in parser._actions:
             if action.dest in own:
                 action.required = False  # given by the recipe
-    return parser.parse_args_into_dataclasses(args=args)
+    try:
+        return parser.parse_args_into_dataclasses(args=args)
+    except ValueError as e:  # raised by the dataclasses' own checks
+        raise UsageError(f"invalid argument: {e}") from e

@@ -14,6 +14,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+from .config import UsageError
+
 LABELS = ("yes", "no", "maybe")
 FIELDS = ("id", "question", "context", "long_answer", "final_decision")
 PUBMEDQA_ENV = "PUBMEDQA_PATH"
@@ -24,7 +26,7 @@ NUM_OFFICIAL_FOLDS = 10
 Example = dict[str, Any]
 
 
-class DataError(ValueError):
+class DataError(UsageError):
     """Input data that cannot be used; the message names the file and the row."""
 
 

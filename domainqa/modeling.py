@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from .config import UsageError
+
 logger = logging.getLogger(__name__)
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
@@ -82,7 +84,7 @@ def torch_dtype(name: str) -> torch.dtype | str:
     try:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
     except KeyError:
-        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, got {name!r}") from None
+        raise UsageError(f"dtype must be auto, float32, bfloat16 or float16, got {name!r}") from None
 
 
 def load_model(name_or_path: str, dtype: str = "auto", **kwargs) -> PreTrainedModel:
@@ -113,7 +115,7 @@ def build_peft_config(
     if method == "lora":
         targets = lora_target_modules or default_lora_targets(model_type)
         if not targets:
-            raise ValueError(f"no default LoRA target modules for model type {model_type!r}; set lora_target_modules")
+            raise UsageError(f"no default LoRA target modules for model type {model_type!r}; set lora_target_modules")
         return LoraConfig(
             task_type=TaskType.CAUSAL_LM,
             r=lora_r,
@@ -123,7 +125,7 @@ def build_peft_config(
         )
     if method == "prefix":
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=num_virtual_tokens)
-    raise ValueError(f"peft_method must be one of {', '.join(PEFT_METHODS)}, got {method!r}")
+    raise UsageError(f"peft_method must be one of {', '.join(PEFT_METHODS)}, got {method!r}")
 
 
 def is_adapter_folder(path: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .config import UsageError
 from .io import atomic_write_json, atomic_write_jsonl
 
 
@@ -29,7 +30,7 @@ def read_predictions(path: str | Path) -> tuple[dict[str, str], int | None]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
-        raise ValueError(f"{path}: cannot read predictions ({e.strerror})") from e
+        raise UsageError(f"{path}: cannot read predictions ({e.strerror})") from e
     if path.suffix == ".jsonl":
         predictions, unparsed = {}, 0
         for line_no, line in enumerate(text.splitlines(), 1):
@@ -40,13 +41,13 @@ def read_predictions(path: str | Path) -> tuple[dict[str, str], int | None]:
                 pmid, parsed = str(row["id"]), row.get("parsed", True)
                 predictions[pmid] = row["prediction"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise ValueError(f"{path}, line {line_no}: not a prediction row with id and prediction ({e})") from e
+                raise UsageError(f"{path}, line {line_no}: not a prediction row with id and prediction ({e})") from e
             unparsed += not parsed
         return predictions, unparsed
     try:
         predictions = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from e
+        raise UsageError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from e
     if not isinstance(predictions, dict):
-        raise ValueError(f"{path}: expected the official format, an object {{PMID: label}}")
+        raise UsageError(f"{path}: expected the official format, an object {{PMID: label}}")
     return {str(k): v for k, v in predictions.items()}, None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 
+from .config import UsageError
 from .data import LABELS, Example
 
 PROMPT_FORMATS = ("biogpt", "chat")
@@ -25,11 +26,11 @@ class PromptFormat:
 
     def __init__(self, name: str, tokenizer=None, answer_style: str = "direct", system_prompt: str | None = None):
         if name not in PROMPT_FORMATS:
-            raise ValueError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {name!r}")
+            raise UsageError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {name!r}")
         if answer_style not in ANSWER_STYLES:
-            raise ValueError(f"answer_style must be one of {', '.join(ANSWER_STYLES)}, got {answer_style!r}")
+            raise UsageError(f"answer_style must be one of {', '.join(ANSWER_STYLES)}, got {answer_style!r}")
         if name == "chat" and getattr(tokenizer, "chat_template", None) is None:
-            raise ValueError("prompt_format 'chat' needs a tokenizer with a chat template; use 'biogpt' for this model")
+            raise UsageError("prompt_format 'chat' needs a tokenizer with a chat template; use 'biogpt' for this model")
         self.name = name
         self.tokenizer = tokenizer
         self.answer_style = answer_style
@@ -59,13 +60,13 @@ class PromptFormat:
         messages = self._messages(example) + [{"role": "assistant", "content": self.answer(example)}]
         full = self.tokenizer.apply_chat_template(messages, tokenize=False)
         if not full.startswith(prompt):
-            raise ValueError("the chat template renders the prompt differently inside a full conversation")
+            raise UsageError("the chat template renders the prompt differently inside a full conversation")
         return full[len(prompt) :].rstrip()
 
     def scoring_context(self, example: Example) -> str:
         """Text after which the label is scored: the prompt plus the fixed lead-in."""
         if self.answer_style == "reasoning":
-            raise ValueError("score mode needs answer_style 'direct'; use mode 'generate' for reasoning answers")
+            raise UsageError("score mode needs answer_style 'direct'; use mode 'generate' for reasoning answers")
         return self.prompt(example) + (" " if self.name == "biogpt" else "") + self.lead
 
     @staticmethod

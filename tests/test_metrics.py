@@ -3,6 +3,7 @@ import json
 import pytest
 
 import evaluate
+from domainqa.config import UsageError
 from domainqa.metrics import evaluate_predictions
 
 # 6 items: truth yes yes no no maybe yes; predicted yes no no yes maybe yes.
@@ -74,7 +75,7 @@ def test_evaluate_script_single_file_output_has_top_level_keys(tmp_path, pqal_pa
 def test_evaluate_script_errors_on_partial_predictions_unless_allowed(tmp_path, pqal_path):
     preds = tmp_path / "p.json"
     preds.write_text(json.dumps({"21645374": "yes"}))  # a train item, not a test item
-    with pytest.raises(SystemExit, match="not in the test set: 21645374"):
+    with pytest.raises(UsageError, match="not in the test set: 21645374"):
         evaluate.main(["--predictions", str(preds), "--dataset_path", str(pqal_path)])
     from domainqa.data import load_pubmedqa
 

@@ -169,3 +169,18 @@ def test_training_resumes_after_a_kill(tmp_path, tiny_llama, pqal_path):
     assert state["global_step"] == 6
     steps_logged = [entry["step"] for entry in state["log_history"] if "loss" in entry]
     assert steps_logged == sorted(set(steps_logged))  # no step trained twice in the record
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("train.py", ["--peft_method", "adapterfusion"], "invalid argument: peft_method must be one of lora"),
+        ("infer.py", ["--dataset_path", "/nonexistent/ori_pqal.json"], "/nonexistent/ori_pqal.json: no such file"),
+        ("evaluate.py", ["--predictions", "/nonexistent/p.json"], "/nonexistent/p.json: cannot read predictions"),
+    ],
+)
+def test_scripts_report_bad_input_in_one_line(script, args, message):
+    done = subprocess.run([sys.executable, script, *args], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert f"{script}: error: " in done.stderr and message in done.stderr
+    assert "Traceback" not in done.stderr

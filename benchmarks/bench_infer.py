@@ -1,0 +1,84 @@
+"""Inference speed and accuracy: `score` mode (label likelihoods, shared context cache) against the
+paper's `generate` decoding (beam search 5, repetition penalty 2.0), and against scoring each
+context+answer in full, on the same test items with the same model.
+
+    python benchmarks/bench_infer.py [--items 50] [--adapter_path outputs/quickstart/lora]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from domainqa import inference  # noqa: E402
+from domainqa.data import LABELS, load_task_data  # noqa: E402
+from domainqa.metrics import official_scores  # noqa: E402
+from domainqa.modeling import EMBEDDED_MODEL, load_for_inference  # noqa: E402
+from domainqa.prompts import PromptFormat  # noqa: E402
+
+
+def score_each_full_sequence(model, tokenizer, fmt, items, batch_size):
+    """The straightforward way: one forward over every context+answer, three per item."""
+    for batch in inference.batches(items, batch_size):
+        encoded = [inference._label_token_ids(tokenizer, fmt, e) for e in batch]
+        scores = inference._score_batch_full(model, [p for p, _ in encoded], [c for _, c in encoded],
+                                             tokenizer.pad_token_id)  # fmt: skip
+        for example, row in zip(batch, scores.tolist(), strict=True):
+            yield {"id": example["id"], "prediction": LABELS[max(range(3), key=row.__getitem__)]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=50)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--adapter_path", default=None, help="A trained adapter; default: the base model.")
+    parser.add_argument("--max_new_tokens", type=int, default=32)
+    parser.add_argument("--output", default="outputs/bench_infer.json")
+    args = parser.parse_args()
+
+    items = load_task_data(os.environ.get("PUBMEDQA_PATH"))["test"][: args.items]
+    model, tokenizer = load_for_inference(EMBEDDED_MODEL, args.adapter_path)
+    fmt = PromptFormat("chat", tokenizer)
+    runs = {
+        "generate (paper: 5 beams, repetition penalty 2.0)": lambda: inference.generate_answers(
+            model, tokenizer, fmt, items, args.batch_size, max_new_tokens=args.max_new_tokens
+        ),
+        "score, each context+answer in full": lambda: score_each_full_sequence(
+            model, tokenizer, fmt, items, args.batch_size
+        ),
+        "score, shared context cache (default)": lambda: inference.score_labels(
+            model, tokenizer, fmt, items, args.batch_size
+        ),
+    }
+    truth = [e["final_decision"] for e in items]
+    results = []
+    for name, run in runs.items():
+        start = time.perf_counter()
+        rows = list(run())
+        seconds = time.perf_counter() - start
+        unparsed = sum(r["prediction"] is None for r in rows)
+        predicted = [r["prediction"] or "maybe" for r in rows]  # infer.py's default fallback
+        results.append({"mode": name, "seconds": seconds, "examples_per_second": len(rows) / seconds,
+                        "unparsed": unparsed, **official_scores(truth, predicted)})  # fmt: skip
+        print(f"{name}: {len(rows) / seconds:.2f} ex/s", file=sys.stderr)
+    baseline = results[0]["examples_per_second"]
+    model_name = f"SmolLM2-135M-Instruct + {args.adapter_path}" if args.adapter_path else "SmolLM2-135M-Instruct"
+    print(f"{model_name}, first {len(items)} paper-split test items, batch {args.batch_size}, CPU\n")
+    print("| mode | examples/s | vs generate | accuracy | macro-F1 | unparsed |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['mode']} | {r['examples_per_second']:.2f} | {r['examples_per_second'] / baseline:.1f}x "
+              f"| {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['unparsed']} |")  # fmt: skip
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

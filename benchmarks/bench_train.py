@@ -1,0 +1,150 @@
+"""Training throughput in real (non-pad) tokens per second: padding every example to 512 tokens, as
+the original research code did, against dynamic padding, length-grouped batches and padding-free
+batches; plus peak memory and a profile of where one step's time goes.
+
+    python benchmarks/bench_train.py [--examples 32] [--batch_size 4]
+
+Every variant trains one epoch of LoRA on SmolLM2-135M over the same examples (truncated at 512
+tokens, so all see the same tokens), interleaved in one process; peak memory is measured in a
+process of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+VARIANTS = {
+    "pad to 512 (original code)": {"pad_to_multiple_of": 512},
+    "dynamic padding": {},
+    "dynamic padding, length-grouped batches": {"train_sampling_strategy": "group_by_length"},
+    "padding-free (one packed row per batch)": {"padding_free": True},
+}
+
+
+def make_trainer(variant: str, examples: int, batch_size: int, output_dir: str):
+    """A fresh LoRA on SmolLM2-135M over the first `examples` training items, for one epoch."""
+    import torch
+    from trl import SFTTrainer
+
+    from domainqa.arguments import TrainingArguments
+    from domainqa.data import load_task_data
+    from domainqa.modeling import EMBEDDED_MODEL, build_peft_config, load_model, load_tokenizer
+    from domainqa.prompts import PromptFormat
+    from domainqa.runs import training_dataset
+
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(EMBEDDED_MODEL)
+    fmt = PromptFormat("chat", tokenizer)
+    dataset = training_dataset(load_task_data(os.environ.get("PUBMEDQA_PATH"))["train"], fmt, examples)
+    args = TrainingArguments(
+        output_dir=output_dir, per_device_train_batch_size=batch_size, num_train_epochs=1, max_length=512,
+        learning_rate=5e-5, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        dataloader_pin_memory=False, seed=0, **VARIANTS[variant],
+    )  # fmt: skip
+    return SFTTrainer(model=load_model(EMBEDDED_MODEL), args=args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=build_peft_config("lora", "llama", lora_alpha=32))  # fmt: skip
+
+
+def train_once(variant: str, examples: int, batch_size: int) -> dict:
+    trainer = make_trainer(variant, examples, batch_size, "outputs/bench_train_run")
+    real_tokens = sum(min(len(ids), 512) for ids in trainer.train_dataset["input_ids"])
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"seconds": seconds, "real_tokens": real_tokens, "mean_loss": sum(losses) / len(losses),
+            "steps": trainer.state.global_step}  # fmt: skip
+
+
+def peak_memory(variant: str, examples: int, batch_size: int) -> float:
+    """Peak resident memory (GiB) of a whole training run, in a process of its own."""
+    code = (f"import sys, resource; sys.argv=['x']; sys.path.insert(0, {str(REPO)!r}); "
+            f"import benchmarks.bench_train as b; b.train_once({variant!r}, {examples}, {batch_size}); "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def profile_one_step(batch_size: int) -> list[tuple[str, float]]:
+    """Self CPU time of the top operators in one dynamic-padding LoRA step."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from domainqa.data import load_task_data
+    from domainqa.modeling import EMBEDDED_MODEL, build_peft_config, load_model, load_tokenizer
+    from domainqa.prompts import PromptFormat
+
+    tokenizer = load_tokenizer(EMBEDDED_MODEL)
+    fmt = PromptFormat("chat", tokenizer)
+    from peft import get_peft_model
+
+    model = get_peft_model(load_model(EMBEDDED_MODEL), build_peft_config("lora", "llama"))
+    items = load_task_data(os.environ.get("PUBMEDQA_PATH"))["train"][:batch_size]
+    texts = [fmt.prompt(e) + fmt.completion(e) for e in items]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=512)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        loss = model(**batch, labels=batch["input_ids"]).loss
+        loss.backward()
+        optimizer.step()
+    total = sum(e.self_cpu_time_total for e in prof.key_averages())
+    top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
+    return [(e.key, e.self_cpu_time_total / total) for e in top]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--examples", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--output", default="outputs/bench_train.json")
+    parser.add_argument("--rounds", type=int, default=2, help="Each variant runs once per round, interleaved.")
+    args = parser.parse_args()
+    # Variants run interleaved in one process, so that a change in machine load hits them all alike.
+    runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
+    for round_index in range(args.rounds):
+        for name in VARIANTS:
+            runs[name].append(train_once(name, args.examples, args.batch_size))
+            print(f"round {round_index + 1} {name}: {runs[name][-1]['seconds']:.1f} s", file=sys.stderr)
+    results = []
+    for name, done in runs.items():
+        seconds = statistics.median(r["seconds"] for r in done)
+        first = done[0]
+        results.append({"variant": name, "seconds": seconds, "real_tokens_per_second": first["real_tokens"] / seconds,
+                        "steps": first["steps"], "mean_loss": first["mean_loss"],
+                        "all_seconds": [r["seconds"] for r in done]})  # fmt: skip
+    baseline = results[0]["real_tokens_per_second"]
+    memory = {name: peak_memory(name, args.examples, args.batch_size) for name in list(VARIANTS)[:2]}
+    print(f"LoRA on SmolLM2-135M, {args.examples} PubMedQA training items, batch {args.batch_size}, one epoch, "
+          f"CPU, median of {args.rounds} interleaved rounds\n")  # fmt: skip
+    print("| variant | real tokens/s | vs pad-to-512 | wall s (median) | steps | mean loss |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        print(f"| {r['variant']} | {r['real_tokens_per_second']:.0f} | {r['real_tokens_per_second'] / baseline:.2f}x "
+              f"| {r['seconds']:.1f} | {r['steps']} | {r['mean_loss']:.4f} |")  # fmt: skip
+    print(
+        "\nPeak resident memory of a whole run (own process): "
+        + ", ".join(f"{name}: {gib:.2f} GiB" for name, gib in memory.items())
+    )
+    profile = profile_one_step(args.batch_size)
+    print("\nWhere one step's CPU time goes (dynamic padding, top operators by self time):\n")
+    print("| operator | share |\n| --- | --- |")
+    for key, share in profile:
+        print(f"| `{key}` | {share:.1%} |")
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(
+        json.dumps({"variants": results, "peak_rss_gib": memory, "profile": profile}, indent=2)
+    )
+
+
+if __name__ == "__main__":
+    main()
