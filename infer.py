@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, fields
 from pathlib import Path
 
+import torch
 from accelerate import PartialState
 from tqdm.auto import tqdm
 from transformers import set_seed
@@ -64,7 +66,9 @@ def main(args: list[str] | None = None) -> dict:
         ModelArguments, DataArguments, InferenceArguments, args=args, shared_keys=pipeline_keys()
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    state = PartialState()
+    # Launched on several processes without GPUs (accelerate_configs/cpu_2proc.yaml), PartialState() would
+    # treat each process as a lone main process, all writing the same files; join a gloo group instead.
+    state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
     set_seed(0)
 
     trained = find_trained_model(infer_args)
