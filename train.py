@@ -15,7 +15,7 @@ from transformers import set_seed
 from trl import SFTTrainer
 
 from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments, pipeline_keys
-from domainqa.config import parse_args, run_cli
+from domainqa.config import UsageError, parse_args, run_cli
 from domainqa.data import load_task_data
 from domainqa.hub import push_run
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
@@ -40,7 +40,7 @@ def main(args: list[str] | None = None) -> dict:
     push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     hub_token, training_args.hub_token = training_args.hub_token, None
     if push_to_hub and not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id user/name")
+        raise UsageError("--push_to_hub needs --hub_model_id user/name")
 
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
     parts = load_task_data(data_args.dataset_path, data_args.split, data_args.fold, data_args.train_data)

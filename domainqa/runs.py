@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 
 import yaml
 from datasets import Dataset
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data import Example
 from .io import atomic_write_text
@@ -30,16 +31,15 @@ def training_dataset(examples: list[Example], prompt_format: PromptFormat, limit
 
 def last_complete_checkpoint(output_dir: str) -> str | None:
     """The newest checkpoint that finished saving. The Trainer writes trainer_state.json last, so a
-    checkpoint without it was cut off mid-save (a kill) and is skipped."""
+    checkpoint without it was cut off mid-save (a kill) and is passed over."""
     folder = Path(output_dir)
-    while folder.is_dir():
-        checkpoint = get_last_checkpoint(str(folder))
-        if checkpoint is None:
-            return None
-        if (Path(checkpoint) / "trainer_state.json").is_file():
-            return checkpoint
-        logger.warning("Skipping %s: it was not completely saved", checkpoint)
-        Path(checkpoint).rename(Path(checkpoint).with_name(f"incomplete-{Path(checkpoint).name}"))
+    if not folder.is_dir():
+        return None
+    checkpoints = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", p.name)]
+    for checkpoint in sorted(checkpoints, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True):
+        if (checkpoint / "trainer_state.json").is_file():
+            return str(checkpoint)
+        logger.warning("Passing over %s: it was not completely saved", checkpoint)
     return None
 
 
