@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from domainqa.config import RecipeError, parse_args
+from domainqa.config import UsageError, parse_args
 
 from .arguments import AugmentArguments, AugmentError
 from .batch import BatchPending
@@ -19,7 +19,7 @@ EXIT_BATCH_PENDING = 3
 def main(argv: list[str] | None = None) -> int:
     try:
         (args,) = parse_args(AugmentArguments, args=argv)
-    except (RecipeError, AugmentError) as e:
+    except UsageError as e:  # a bad recipe, flag or value (AugmentError is one too)
         print(f"augment: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from domainqa.config import UsageError
 from domainqa.data import SPLITS
 from domainqa.modeling import EMBEDDED_MODEL
 
@@ -13,7 +14,7 @@ JSON_MODES = ("auto", "on", "off")
 DEFAULT_OPENAI_MODEL = "gpt-3.5-turbo"
 
 
-class AugmentError(ValueError):
+class AugmentError(UsageError):
     """Bad input or set-up, found before any generation request is sent."""
 
 
