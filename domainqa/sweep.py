@@ -88,6 +88,9 @@ class SweepArguments:
     results_root: str = field(default="results", metadata={"help": "Tables and figure go to <results_root>/<name>."})
     collect_only: bool = field(default=False, metadata={"help": "Only rebuild results from finished points."})
     only: list[str] | None = field(default=None, metadata={"help": "Run only these points (names)."})
+    keep_going: bool = field(
+        default=False, metadata={"help": "After a point fails, go on with the next one (the failure is reported)."}
+    )
     dry_run: bool = field(default=False, metadata={"help": "Print the commands of the unfinished points and stop."})
     launcher: str = field(
         default="subprocess",
@@ -326,12 +329,21 @@ def run_sweep(args: SweepArguments) -> dict:
                         print(shell_line(script, cmd))
                 continue
             logger.info("Point %s", point.name)
-            status[point.name] = run_point(point, point_dir, args.launcher)
+            try:
+                status[point.name] = run_point(point, point_dir, args.launcher)
+            except Exception as e:  # noqa: BLE001 - any failure of one point, reported below
+                if not args.keep_going:
+                    raise
+                logger.error("Point %s failed: %s", point.name, e)
+                status[point.name] = f"failed: {str(e).splitlines()[0]}"
             logger.info("Point %s: %s", point.name, status[point.name])
     if args.dry_run:
         return {"points": [p.name for p in points]}
     results = collect(args, points)
     results["status"] = status
+    failed = [name for name, state in status.items() if state.startswith("failed")]
+    if failed:
+        raise SweepError(f"point(s) failed: {', '.join(failed)} (the others ran; see their logs)")
     return results
 
 

@@ -154,6 +154,20 @@ def test_data_variants_table(tmp_path, tiny_llama, pqal_path):
     assert not (tmp_path / "results" / "tiny" / "figure.png").exists()
 
 
+def test_keep_going_runs_the_points_after_a_failed_one(tmp_path, tiny_llama, pqal_path, counted):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"id": "x", "question": "Q?", "context": "C", "final_decision": "probably"}\n')
+    path = write_sweep(
+        tmp_path, tiny_llama, pqal_path,
+        variants=[{"name": "bad", "model": "tiny", "train_data": str(empty)}, {"name": "original", "model": "tiny"}],
+    )  # fmt: skip
+    with pytest.raises(SweepError, match="point\\(s\\) failed: bad"):
+        sweep.main(sweep_args(path, tmp_path, "--keep_going"))
+    assert counted["train"] == 2 and counted["infer"] == 1  # the bad point failed, the next one ran
+    assert (tmp_path / "out" / "tiny" / "original" / "metrics.json").is_file()
+    assert "Unfinished points (not in the tables): bad" in (tmp_path / "results" / "tiny" / "table.md").read_text()
+
+
 def test_changed_settings_and_bad_definitions_are_refused(tmp_path, tiny_llama, pqal_path):
     path = write_sweep(tmp_path, tiny_llama, pqal_path, parameter="lora_alpha", values=[4])
     point = tmp_path / "out" / "tiny" / "lora_alpha-4"
