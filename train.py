@@ -12,7 +12,6 @@ import logging
 import datasets
 import transformers
 from transformers import set_seed
-from trl import SFTTrainer
 
 from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments, pipeline_keys
 from domainqa.config import UsageError, parse_args, run_cli
@@ -21,6 +20,7 @@ from domainqa.hub import push_run
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
 from domainqa.runs import last_complete_checkpoint, save_run_config, training_dataset
+from domainqa.trainer import AnswerLossSFTTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def main(args: list[str] | None = None) -> dict:
         lora_target_modules=model_args.lora_target_modules,
         num_virtual_tokens=model_args.num_virtual_tokens,
     )
-    trainer = SFTTrainer(
+    trainer = AnswerLossSFTTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,

@@ -25,11 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 BASELINE = "original: pad to 512, LM head on every position"
-VARIANTS = {  # name: TrainingArguments set on top of the common ones
-    BASELINE: {"pad_to_multiple_of": 512},
-    "pad to 512, LM head on answer tokens only": {"pad_to_multiple_of": 512},
-    "dynamic padding": {},
-    "dynamic padding, length-grouped batches (train.py)": {"train_sampling_strategy": "group_by_length"},
+VARIANTS = {  # name: (trainer, TrainingArguments set on top of the common ones)
+    BASELINE: ("plain", {"pad_to_multiple_of": 512, "train_sampling_strategy": "random"}),
+    "TRL SFTTrainer as is: dynamic padding, its fused LM head": ("trl", {"train_sampling_strategy": "random"}),
+    "answer-only LM head, pad to 512": ("ours", {"pad_to_multiple_of": 512, "train_sampling_strategy": "random"}),
+    "answer-only LM head, dynamic padding": ("ours", {"train_sampling_strategy": "random"}),
+    "train.py: answer-only LM head, dynamic padding, length-grouped": ("ours", {}),
 }
 
 
@@ -44,6 +45,7 @@ def make_trainer(variant: str, examples: int, batch_size: int, output_dir: str):
     from domainqa.modeling import EMBEDDED_MODEL, build_peft_config, load_model, load_tokenizer
     from domainqa.prompts import PromptFormat
     from domainqa.runs import training_dataset
+    from domainqa.trainer import AnswerLossSFTTrainer
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(EMBEDDED_MODEL)
@@ -52,11 +54,14 @@ def make_trainer(variant: str, examples: int, batch_size: int, output_dir: str):
     args = TrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=batch_size, num_train_epochs=1, max_length=512,
         learning_rate=5e-5, logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
-        dataloader_pin_memory=False, seed=0, **VARIANTS[variant],
+        dataloader_pin_memory=False, seed=0, **VARIANTS[variant][1],
     )  # fmt: skip
-    trainer = SFTTrainer(model=load_model(EMBEDDED_MODEL), args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=build_peft_config("lora", "llama", lora_alpha=32))  # fmt: skip
-    if variant == BASELINE:
+    kind, _ = VARIANTS[variant]
+    trainer_class = AnswerLossSFTTrainer if kind == "ours" else SFTTrainer
+    peft_config = build_peft_config("lora", "llama", lora_alpha=32)
+    trainer = trainer_class(model=load_model(EMBEDDED_MODEL), args=args, train_dataset=dataset,
+                            processing_class=tokenizer, peft_config=peft_config)  # fmt: skip
+    if kind == "plain":
         # A plain Trainer computes the loss from the logits of every position, padding included, as a
         # fine-tuning script that pads to max_length does; same tokens, labels, LoRA and optimizer.
         trainer = Trainer(model=trainer.model, args=args, train_dataset=trainer.train_dataset,
@@ -85,27 +90,13 @@ def peak_memory(variant: str, examples: int, batch_size: int) -> float:
 
 
 def profile_one_step(batch_size: int) -> list[tuple[str, float]]:
-    """Self CPU time of the top operators in one dynamic-padding LoRA step."""
-    import torch
+    """Self CPU time of the top operators in one forward and backward of train.py's trainer."""
     from torch.profiler import ProfilerActivity, profile
 
-    from domainqa.data import load_task_data
-    from domainqa.modeling import EMBEDDED_MODEL, build_peft_config, load_model, load_tokenizer
-    from domainqa.prompts import PromptFormat
-
-    tokenizer = load_tokenizer(EMBEDDED_MODEL)
-    fmt = PromptFormat("chat", tokenizer)
-    from peft import get_peft_model
-
-    model = get_peft_model(load_model(EMBEDDED_MODEL), build_peft_config("lora", "llama"))
-    items = load_task_data(os.environ.get("PUBMEDQA_PATH"))["train"][:batch_size]
-    texts = [fmt.prompt(e) + fmt.completion(e) for e in items]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=512)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    trainer = make_trainer(list(VARIANTS)[-1], batch_size, batch_size, "outputs/bench_train_run")
+    batch = next(iter(trainer.get_train_dataloader()))
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        loss = model(**batch, labels=batch["input_ids"]).loss
-        loss.backward()
-        optimizer.step()
+        trainer.compute_loss(trainer.model, batch).backward()
     total = sum(e.self_cpu_time_total for e in prof.key_averages())
     top = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:8]
     return [(e.key, e.self_cpu_time_total / total) for e in top]
@@ -139,7 +130,7 @@ def main() -> None:
                         "wall_seconds": statistics.median(r["seconds"] for r in done), "steps": first["steps"],
                         "mean_loss": first["mean_loss"], "runs": done})  # fmt: skip
     baseline = results[0]["real_tokens_per_cpu_second"]
-    memory = {name: peak_memory(name, args.examples, args.batch_size) for name in list(VARIANTS)[1:2]}
+    memory = {name: peak_memory(name, args.examples, args.batch_size) for name in (BASELINE, list(VARIANTS)[-1])}
     print(f"LoRA on SmolLM2-135M, {args.examples} PubMedQA training items, batch {args.batch_size}, one epoch, "
           f"{args.threads} CPU thread(s), median of {args.rounds} interleaved round(s)\n")  # fmt: skip
     print("| variant | real tokens per CPU-second | vs original | CPU s | wall s | steps | mean loss |")
@@ -153,7 +144,7 @@ def main() -> None:
         + ", ".join(f"{name}: {gib:.2f} GiB" for name, gib in memory.items())
     )
     profile = profile_one_step(args.batch_size)
-    print("\nWhere one step's CPU time goes (dynamic padding, top operators by self time):\n")
+    print("\nWhere a train.py step's CPU time goes (forward and backward, top operators by self time):\n")
     print("| operator | share |\n| --- | --- |")
     for key, share in profile:
         print(f"| `{key}` | {share:.1%} |")

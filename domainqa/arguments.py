@@ -127,11 +127,16 @@ def pipeline_keys() -> set[str]:
 
 @dataclass
 class TrainingArguments(SFTConfig):
-    """TRL's SFTConfig with two defaults that suit every machine: bf16 only where the GPU has it
-    (TRL turns it on everywhere, which stops CPU runs), and no activation checkpointing unless asked."""
+    """TRL's SFTConfig with defaults that suit every machine: bf16 only where the GPU has it (TRL turns
+    it on everywhere, which stops CPU runs), no activation checkpointing unless asked, and batches of
+    similar lengths (less padding; see benchmarks/bench_train.py)."""
 
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
+    )
+    train_sampling_strategy: str = field(
+        default="group_by_length",
+        metadata={"help": "group_by_length (default: batches of similar length, less padding), random, sequential."},
     )
 
     def __post_init__(self):
