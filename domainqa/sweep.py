@@ -405,9 +405,20 @@ def _baseline_rows(results: list[dict], columns: int) -> list[str]:
     return rows
 
 
-def series_table(results: list[dict]) -> str:
-    """Rows: values of the swept parameter; columns: accuracy and macro-F1 of each series."""
-    series = [r for r in results if r["kind"] == "series"]
+def _planned(pending: list[Point], kind: str) -> list[dict]:
+    return [{**asdict(p), "unfinished": True} for p in pending if p.kind == kind]
+
+
+def _match(rows: list[dict], **keys) -> dict | None:
+    """The finished point with these keys (None: not finished, or not planned)."""
+    found = next((r for r in rows if all(r[k] == v for k, v in keys.items())), None)
+    return None if found is None or found.get("unfinished") else found
+
+
+def series_table(results: list[dict], pending: list[Point] = ()) -> str:
+    """Rows: values of the swept parameter; columns: accuracy and macro-F1 of each series ("not run": a planned
+    point not finished)."""
+    series = [r for r in results if r["kind"] == "series"] + _planned(pending, "series")
     groups = list(dict.fromkeys(r["group"] for r in series))
     parameters = list(dict.fromkeys(r["parameter"] for r in series))
     values = sorted({r["value"] for r in series}, key=lambda v: (isinstance(v, str), v))
@@ -419,15 +430,16 @@ def series_table(results: list[dict]) -> str:
     for value in values:
         cells = []
         for group in groups:
-            match = next((r for r in series if r["group"] == group and r["value"] == value), None)
-            cells += [_cell(match, "accuracy"), _cell(match, "macro_f1")] if match else ["", ""]
+            planned = any(r["group"] == group and r["value"] == value for r in series)
+            match = _match(series, group=group, value=value)
+            cells += [_cell(match, "accuracy"), _cell(match, "macro_f1")] if planned else ["", ""]
         lines.append(f"| {value} | " + " | ".join(cells) + " |")
     return "\n".join(lines + _baseline_rows(results, len(groups)))
 
 
-def variant_table(results: list[dict]) -> str:
+def variant_table(results: list[dict], pending: list[Point] = ()) -> str:
     """Rows: training data variants; columns: accuracy and macro-F1 per model (the paper's augmentation table)."""
-    variants = [r for r in results if r["kind"] == "variant"]
+    variants = [r for r in results if r["kind"] == "variant"] + _planned(pending, "variant")
     models = list(dict.fromkeys(r["group"] for r in variants))
     names = list(dict.fromkeys(r["variant"] for r in variants))
     lines = [
@@ -437,8 +449,9 @@ def variant_table(results: list[dict]) -> str:
     for name in names:
         cells = []
         for model in models:
-            match = next((r for r in variants if r["group"] == model and r["variant"] == name), None)
-            cells += [_cell(match, "accuracy"), _cell(match, "macro_f1")] if match else ["", ""]
+            planned = any(r["group"] == model and r["variant"] == name for r in variants)
+            match = _match(variants, group=model, variant=name)
+            cells += [_cell(match, "accuracy"), _cell(match, "macro_f1")] if planned else ["", ""]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines + _baseline_rows(results, len(models)))
 
@@ -509,13 +522,14 @@ def collect(args: SweepArguments, points: list[Point] | None = None) -> dict:
     points = points if points is not None else build_points(args)
     sweep_dir = Path(args.output_root) / args.name
     results = [r for p in points if (r := point_result(p, sweep_dir / p.name)) is not None]
-    missing = [p.name for p in points if not (sweep_dir / p.name / "metrics.json").is_file()]
+    pending = [p for p in points if not (sweep_dir / p.name / "metrics.json").is_file()]
+    missing = [p.name for p in pending]
     out_dir = Path(args.results_root) / args.name
     summary = {"sweep": args.name, "points": results, "unfinished": missing}
     atomic_write_json(out_dir / "results.json", summary)
     parts = [f"# Sweep {args.name}", ""]
     if missing:
-        parts += [f"Unfinished points (not in the tables): {', '.join(missing)}.", ""]
+        parts += [f'Unfinished points ("not run" in the tables): {", ".join(missing)}.', ""]
     if results:
         n = results[0]["num_examples"]
         parts += [
@@ -523,11 +537,11 @@ def collect(args: SweepArguments, points: list[Point] | None = None) -> dict:
             "",
         ]
         if any(r["kind"] == "series" for r in results):
-            parts += [series_table(results), ""]
+            parts += [series_table(results, pending), ""]
             plot_series(results, out_dir / "figure.png", f"{args.name} ({n} test items)")
             parts += ["![accuracy and macro-F1 against the swept value](figure.png)", ""]
         if any(r["kind"] == "variant" for r in results):
-            parts += [variant_table(results), ""]
+            parts += [variant_table(results, pending), ""]
         parts += ["All points:", "", details_table(results), ""]
     atomic_write_text(out_dir / "table.md", "\n".join(parts))
     logger.info("Wrote %s (%d finished, %d unfinished)", out_dir / "table.md", len(results), len(missing))

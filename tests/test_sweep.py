@@ -122,7 +122,8 @@ def test_interrupted_point_resumes_without_retraining(tmp_path, tiny_llama, pqal
     assert not table.exists()
 
     sweep.main(sweep_args(path, tmp_path, "--collect_only"))  # the finished point only
-    assert "Unfinished points (not in the tables): lora_alpha-8" in table.read_text()
+    assert 'Unfinished points ("not run" in the tables): lora_alpha-8' in table.read_text()
+    assert "| 8 | not run | not run |" in table.read_text()
 
     monkeypatch.setattr(infer, "score_labels", real)
     result = sweep.main(sweep_args(path, tmp_path))
@@ -165,7 +166,7 @@ def test_keep_going_runs_the_points_after_a_failed_one(tmp_path, tiny_llama, pqa
         sweep.main(sweep_args(path, tmp_path, "--keep_going"))
     assert counted["train"] == 2 and counted["infer"] == 1  # the bad point failed, the next one ran
     assert (tmp_path / "out" / "tiny" / "original" / "metrics.json").is_file()
-    assert "Unfinished points (not in the tables): bad" in (tmp_path / "results" / "tiny" / "table.md").read_text()
+    assert "| bad | not run | not run |" in (tmp_path / "results" / "tiny" / "table.md").read_text()
 
 
 def test_changed_settings_and_bad_definitions_are_refused(tmp_path, tiny_llama, pqal_path):
