@@ -96,13 +96,13 @@ def main(args: list[str] | None = None) -> dict:
     start = time.perf_counter()
     with state.split_between_processes(items) as shard:
         partial = stem.with_name(f"{stem.name}.partial{state.process_index}.jsonl")
-        predict_resumable(model, tokenizer, prompt_format, shard, infer_args, partial, settings)
+        predict_resumable(model, tokenizer, prompt_format, shard, infer_args, partial, resume_key(settings))
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
     seconds = time.perf_counter() - start
     partials = [stem.with_name(f"{stem.name}.partial{i}.jsonl") for i in range(state.num_processes)]
-    done = {row["id"]: row for path in partials for row in _read_partial(path, settings)}
+    done = {row["id"]: row for path in partials for row in _read_partial(path, resume_key(settings))}
     rows = [{**done[e["id"]], "label": e["final_decision"]} for e in items]
     write_predictions(stem, rows, infer_args.unparsed_fallback)
     meta = {
@@ -117,6 +117,17 @@ def main(args: list[str] | None = None) -> dict:
         path.unlink(missing_ok=True)
     logger.info("Wrote %s.json (%d items, %d unparsed)", stem, len(rows), meta["num_unparsed"])
     return meta
+
+
+# The settings that change what a row says; a partial file made under others is not resumed.
+PREDICTION_SETTINGS = (
+    "model", "trained_model", "dataset_path", "split", "fold", "prompt_format", "answer_style", "system_prompt",
+    "eval_split", "mode", "num_beams", "repetition_penalty", "max_new_tokens",
+)  # fmt: skip
+
+
+def resume_key(settings: dict) -> dict:
+    return {name: settings[name] for name in PREDICTION_SETTINGS}
 
 
 def _read_partial(path: Path, settings: dict) -> list[dict]:

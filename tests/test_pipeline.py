@@ -142,7 +142,8 @@ def test_inference_resumes_where_it_was_interrupted(tmp_path, tiny_llama, pqal_p
         yield from real(model, tokenizer, fmt, items, batch_size)
 
     monkeypatch.setattr(infer, "score_labels", counting)
-    meta = infer.main(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama)))
+    # A setting that does not change predictions (the batch size) does not restart the work.
+    meta = infer.main(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama), "--batch_size", "2"))
     assert len(seen) == 2 and meta["num_examples"] == 6
     assert len(json.loads((out / "predictions_paper_test_score.json").read_text())) == 6
     assert not list(out.glob("*.partial*"))
