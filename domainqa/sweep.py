@@ -415,45 +415,38 @@ def _match(rows: list[dict], **keys) -> dict | None:
     return None if found is None or found.get("unfinished") else found
 
 
-def series_table(results: list[dict], pending: list[Point] = ()) -> str:
-    """Rows: values of the swept parameter; columns: accuracy and macro-F1 of each series ("not run": a planned
-    point not finished)."""
-    series = [r for r in results if r["kind"] == "series"] + _planned(pending, "series")
-    groups = list(dict.fromkeys(r["group"] for r in series))
-    parameters = list(dict.fromkeys(r["parameter"] for r in series))
-    values = sorted({r["value"] for r in series}, key=lambda v: (isinstance(v, str), v))
-    header = " / ".join(PARAMETER_LABELS.get(p, p) for p in parameters)
+def _pivot(records: list[dict], key: str, row_values: list, first_header: str, results: list[dict]) -> str:
+    """One row per value of `key`, accuracy and macro-F1 columns per group ("not run": planned, not finished;
+    empty: not planned), then the baseline rows."""
+    groups = list(dict.fromkeys(r["group"] for r in records))
     lines = [
-        f"| {header} | " + " | ".join(f"{g} accuracy | {g} macro-F1" for g in groups) + " |",
+        f"| {first_header} | " + " | ".join(f"{g} accuracy | {g} macro-F1" for g in groups) + " |",
         "| --- | " + " | ".join("--- | ---" for _ in groups) + " |",
     ]
-    for value in values:
+    for value in row_values:
         cells = []
         for group in groups:
-            planned = any(r["group"] == group and r["value"] == value for r in series)
-            match = _match(series, group=group, value=value)
+            planned = any(r["group"] == group and r[key] == value for r in records)
+            match = _match(records, group=group, **{key: value})
             cells += [_cell(match, "accuracy"), _cell(match, "macro_f1")] if planned else ["", ""]
         lines.append(f"| {value} | " + " | ".join(cells) + " |")
     return "\n".join(lines + _baseline_rows(results, len(groups)))
 
 
+def series_table(results: list[dict], pending: list[Point] = ()) -> str:
+    """Rows: values of the swept parameter; columns: accuracy and macro-F1 of each series."""
+    series = [r for r in results if r["kind"] == "series"] + _planned(pending, "series")
+    parameters = list(dict.fromkeys(r["parameter"] for r in series))
+    values = sorted({r["value"] for r in series}, key=lambda v: (isinstance(v, str), v))
+    header = " / ".join(PARAMETER_LABELS.get(p, p) for p in parameters)
+    return _pivot(series, "value", values, header, results)
+
+
 def variant_table(results: list[dict], pending: list[Point] = ()) -> str:
     """Rows: training data variants; columns: accuracy and macro-F1 per model (the paper's augmentation table)."""
     variants = [r for r in results if r["kind"] == "variant"] + _planned(pending, "variant")
-    models = list(dict.fromkeys(r["group"] for r in variants))
     names = list(dict.fromkeys(r["variant"] for r in variants))
-    lines = [
-        "| training data | " + " | ".join(f"{m} accuracy | {m} macro-F1" for m in models) + " |",
-        "| --- | " + " | ".join("--- | ---" for _ in models) + " |",
-    ]
-    for name in names:
-        cells = []
-        for model in models:
-            planned = any(r["group"] == model and r["variant"] == name for r in variants)
-            match = _match(variants, group=model, variant=name)
-            cells += [_cell(match, "accuracy"), _cell(match, "macro_f1")] if planned else ["", ""]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines + _baseline_rows(results, len(models)))
+    return _pivot(variants, "variant", names, "training data", results)
 
 
 def details_table(results: list[dict]) -> str:
