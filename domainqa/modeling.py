@@ -128,10 +128,6 @@ def build_peft_config(
     raise UsageError(f"peft_method must be one of {', '.join(PEFT_METHODS)}, got {method!r}")
 
 
-def is_adapter_folder(path: str) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
 def load_for_inference(
     model_name_or_path: str, adapter_path: str | None = None, dtype: str = "auto", merge_lora: bool = True
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
