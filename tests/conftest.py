@@ -1,4 +1,4 @@
-"""Shared fixtures: the real PubMedQA file from ../shared and tiny randomly initialised models."""
+"""Shared fixtures: the real PubMedQA file from ../shared, tiny randomly initialised models, a fake Hub."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -19,6 +20,7 @@ from transformers import (
 )
 
 from domainqa.modeling import embedded_model_path
+from tests.fake_hub import serve_fake_hub
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DOMAINQA_SHARED", REPO.parent / "shared"))
@@ -103,3 +105,12 @@ def tiny_llama(tmp_path_factory, smollm2_path) -> Path:
 def tiny_gpt2(tmp_path_factory, smollm2_path) -> Path:
     """A GPT-2/BioGPT-style model (learned positions, fused attention) for the plain-text format."""
     return make_tiny_model("gpt2", tmp_path_factory.mktemp("tiny-gpt2"), smollm2_path)
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """A fake Hub on 127.0.0.1 that huggingface_hub's client talks to; yields its handler (requests, repos)."""
+    with serve_fake_hub() as (handler, endpoint):
+        monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
+        monkeypatch.delenv("HF_TOKEN", raising=False)
+        yield handler

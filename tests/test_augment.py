@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from augment.__main__ import EXIT_BAD_INPUT, EXIT_BATCH_PENDING, main
-from augment.card import HUB_FILES, push_to_hub
+from augment.card import HUB_FILES
 from augment.merge import merge, merges_from_file
 from domainqa.data import read_examples, split_pubmedqa
 from tests.openai_server import FakeOpenAI
@@ -232,30 +232,31 @@ def test_batch_api_submits_once_and_a_rerun_collects(server, tmp_path, pqal_path
     assert run(server, out, pqal_path, *flags) == 0 and server.batch_creates == 1
 
 
-def test_push_to_hub_uploads_exactly_data_summary_and_card(server, tmp_path, pqal_path):
+def test_push_to_hub_uploads_exactly_data_summary_and_card(server, fake_hub, tmp_path, pqal_path, monkeypatch, capfd):
+    """--push_to_hub through huggingface_hub's own client to the fake Hub: a private dataset repo holding the
+    data, summary and card as written locally, and the token only ever in the Authorization header."""
+    token = "hf_datasetTOKEN0123456789SECRET"
+    monkeypatch.setenv("HF_TOKEN", token)
     out = tmp_path / "hub"
-    assert run(server, out, pqal_path, "--max_sources", "2") == 0
-
-    class FakeApi:
-        calls: list = []
-
-        def create_repo(self, repo_id, **kwargs):
-            self.calls.append(("create_repo", repo_id, kwargs))
-
-        def upload_folder(self, **kwargs):
-            self.calls.append(("upload_folder", kwargs))
-
-    api = FakeApi()
-    files = push_to_hub(out, "me/pubmedqa-aug", api=api)
-    assert files == list(HUB_FILES)
-    assert api.calls[0] == (
-        "create_repo",
-        "me/pubmedqa-aug",
-        {"repo_type": "dataset", "private": True, "exist_ok": True},
+    assert (
+        run(server, out, pqal_path, "--max_sources", "2", "--push_to_hub", "--hub_dataset_id", "me/pubmedqa-aug") == 0
     )
-    upload = api.calls[1][1]
-    assert upload["allow_patterns"] == ["data.jsonl", "summary.json", "README.md"] and upload["repo_type"] == "dataset"
-    assert (out / "cache").is_dir()  # present in the folder, but not among the uploaded files
+    create = json.loads(fake_hub.requests[0][3])
+    assert create == {"name": "pubmedqa-aug", "organization": "me", "visibility": "private", "type": "dataset"}
+    uploaded = fake_hub.repos["me/pubmedqa-aug"]
+    assert sorted(uploaded) == sorted(HUB_FILES)  # not the cache, rejected.jsonl or logs
+    for name, content in uploaded.items():
+        assert content == (out / name).read_bytes(), name
+        assert token.encode() not in content
+    assert uploaded["README.md"].startswith(b"---\n") and b"  data_files: data.jsonl" in uploaded["README.md"]
+    paths = [p.split("?")[0] for _, p, _, _ in fake_hub.requests]
+    repo = "/api/datasets/me/pubmedqa-aug"
+    assert paths == ["/api/repos/create", "/api/validate-yaml", f"{repo}/preupload/main", f"{repo}/commit/main"]
+    for _method, path, headers, body in fake_hub.requests:
+        assert {k.lower(): v for k, v in headers.items()}["authorization"] == f"Bearer {token}"
+        assert token not in path and token.encode() not in body
+    captured = capfd.readouterr()
+    assert token not in captured.out + captured.err and token not in all_text(out)
 
 
 def test_push_needs_a_dataset_id(capsys):

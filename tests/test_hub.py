@@ -1,95 +1,25 @@
 """Releasing a run on the Hub: the files and card of a real tiny run, the upload through huggingface_hub's
-own client to a fake Hub on 127.0.0.1, and infer.py on the released adapter by its Hub id."""
+own client to a fake Hub on 127.0.0.1 (tests/fake_hub.py), and infer.py on the released adapter by its Hub id."""
 
-import base64
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import huggingface_hub.constants
 import pytest
 
 import evaluate
 import infer
 import train
 from domainqa import hub
+from tests.fake_hub import COMMIT
 from tests.test_pipeline import infer_args, train_args
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_testTOKEN0123456789abcdefSECRET"
 REPO_ID = "someone/tiny-pubmedqa-lora"
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-class FakeHub(BaseHTTPRequestHandler):
-    """Just what HfApi.create_repo and create_commit/upload_folder call. Every file is answered as a
-    "regular" upload, so the client sends it base64-encoded inside the NDJSON commit (no LFS, no xet)."""
-
-    requests: list = []  # (method, path, headers, body), set per server
-    repos: dict = {}  # repo id -> {path: bytes}
-
-    def log_message(self, *args):
-        pass
-
-    def _reply(self, status: int, payload: dict) -> None:
-        body = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.requests.append(("POST", self.path, dict(self.headers), body))
-        path = self.path.split("?")[0]
-        endpoint = f"http://{self.headers['Host']}"
-        if path == "/api/repos/create":
-            payload = json.loads(body)
-            repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else payload["name"]
-            self.repos.setdefault(repo_id, {})
-            return self._reply(200, {"url": f"{endpoint}/{repo_id}", "name": repo_id})
-        if path == "/api/validate-yaml":
-            return self._reply(200, {"errors": [], "warnings": []})
-        parts = path.split("/")  # /api/models/<ns>/<name>/(preupload|commit)/<revision>
-        if len(parts) == 7 and parts[1:3] == ["api", "models"] and parts[5] in ("preupload", "commit"):
-            repo_id = f"{parts[3]}/{parts[4]}"
-            if repo_id not in self.repos:
-                return self._reply(404, {"error": "Repository not found"})
-            if parts[5] == "preupload":
-                files = [
-                    {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                    for f in json.loads(body)["files"]
-                ]
-                return self._reply(200, {"files": files})
-            for line in body.decode().splitlines():
-                item = json.loads(line)
-                if item["key"] == "file":
-                    assert item["value"]["encoding"] == "base64"
-                    self.repos[repo_id][item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-                elif item["key"] != "header":
-                    return self._reply(400, {"error": f"the fake Hub does not take {item['key']}"})
-            return self._reply(200, {"commitUrl": f"{endpoint}/{repo_id}/commit/{COMMIT}", "commitOid": COMMIT})
-        return self._reply(404, {"error": f"the fake Hub does not serve {self.path}"})
-
-
-@pytest.fixture
-def fake_hub(monkeypatch):
-    handler = type("Handler", (FakeHub,), {"requests": [], "repos": {}})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", endpoint)
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    yield handler
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture(scope="module")

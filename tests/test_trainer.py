@@ -24,6 +24,7 @@ def test_answer_only_loss_equals_trls_loss(request, tmp_path, pqal_path, model_f
                              peft_config=peft_config)  # fmt: skip
     ours = AnswerLossSFTTrainer(model=trl_trainer.model, args=args, train_dataset=dataset, processing_class=tokenizer)
     batch = trl_trainer.data_collator([trl_trainer.train_dataset[i] for i in range(4)])
+    batch = {k: v.to(trl_trainer.args.device) for k, v in batch.items()}  # the Trainer moved the model there
     answer_tokens = int((batch["labels"][:, 1:] != -100).sum())
     with torch.no_grad():
         expected = trl_trainer.compute_loss(trl_trainer.model, dict(batch))
