@@ -164,6 +164,23 @@ def test_augment_recipes_parse():
             assert output_dir.rstrip("/") == f"outputs/augment/{path.stem}", path.name
 
 
+SWEEPS = sorted((RECIPES / "sweeps").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_sweep_definition_builds_its_points(path):
+    """Every shipped sweep parses, names existing pipeline recipes, sets only known keys, and is named after
+    its file (outputs/sweeps/<name>, results/<name>)."""
+    from domainqa.sweep import SweepArguments, build_points
+
+    (sweep,) = parse_args(SweepArguments, args=[str(path)])
+    assert sweep.name == path.stem
+    points = build_points(sweep)  # refuses unknown keys and duplicate point names
+    for point in points:
+        assert (REPO / point.recipe).is_file(), point.recipe
+        load_recipe(REPO / point.recipe)
+
+
 # --- accelerate configs ---------------------------------------------------------------------------------
 
 ACCELERATE_CONFIGS = sorted(CONFIGS.glob("*.yaml"))
