@@ -7,6 +7,7 @@ caller can cache it before anything else happens."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -102,7 +103,7 @@ class OpenAIBackend:
             self.stats["sent"] += 1
             asked_json = self.json_output
             try:
-                response = await self.client.chat.completions.create(**self._body(request))
+                response = await self._create(request)
             except openai.BadRequestError as e:
                 if asked_json and self.args.json_mode == "auto" and "response_format" in _message(e):
                     if self.json_output:  # say it once, though several requests in flight may meet it
@@ -110,7 +111,7 @@ class OpenAIBackend:
                     self.json_output = False
                     continue
                 raise RequestFailed(f"HTTP 400: {self.redact(_message(e))}") from None
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError) as e:
+            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError, NotACompletion) as e:
                 # APITimeoutError is an APIConnectionError; 5xx all map to InternalServerError.
                 reason = _reason(e)
                 if attempt >= self.policy.max_retries:
@@ -136,6 +137,16 @@ class OpenAIBackend:
             )
             self.limiter.settle(estimate, answer.tokens_in + answer.tokens_out)
             return answer
+
+    async def _create(self, request: Request):
+        """The chat completion for one request; a successful answer that holds none raises NotACompletion."""
+        try:
+            response = await self.client.chat.completions.create(**self._body(request))
+        except json.JSONDecodeError as e:  # a JSON body cut off in transit
+            raise NotACompletion(f"not a completion: invalid JSON ({e.msg})") from None
+        if not hasattr(response, "choices"):  # not JSON at all (a proxy's page): the client returns the text
+            raise NotACompletion(f"not a completion: a {type(response).__name__} body")
+        return response
 
     async def run(self, requests: Sequence[Request], on_answer: OnAnswer, on_failure: OnFailure) -> None:
         semaphore = asyncio.Semaphore(self.args.max_concurrency)
@@ -164,9 +175,15 @@ def _message(error: Exception) -> str:
     return str(getattr(error, "message", error))
 
 
+class NotACompletion(Exception):
+    """A successful HTTP answer that holds no chat completion; transient, like a dropped connection."""
+
+
 def _reason(error: Exception) -> str:
     import openai
 
+    if isinstance(error, NotACompletion):
+        return str(error)
     if isinstance(error, openai.APITimeoutError):
         return "timeout"
     if isinstance(error, openai.APIConnectionError):

@@ -15,7 +15,10 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-ACTIONS = ("ok", "429", "500", "slow", "drop", "malformed", "fenced", "wrong_decision", "copy", "keep_context", "flip")
+ACTIONS = (
+    "ok", "429", "500", "slow", "drop", "malformed", "fenced", "wrong_decision", "copy", "keep_context", "flip",
+    "html", "bad_json",
+)  # fmt: skip
 FLIP = {"yes": "no", "no": "yes", "maybe": "yes"}
 
 
@@ -146,10 +149,17 @@ class FakeOpenAI:
             def log_message(self, *args) -> None:
                 pass
 
-            def _send(self, status: int, payload, headers: dict | None = None, raw: bytes | None = None) -> None:
+            def _send(
+                self,
+                status: int,
+                payload,
+                headers: dict | None = None,
+                raw: bytes | None = None,
+                content_type: str = "application/json",
+            ) -> None:
                 data = raw if raw is not None else json.dumps(payload).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(data)))
                 for k, v in (headers or {}).items():
                     self.send_header(k, v)
@@ -218,6 +228,11 @@ class FakeOpenAI:
                     return self._error(500, "internal error")
                 if action == "slow":
                     time.sleep(server.slow_seconds)
+                if action == "html":  # a proxy's error page, served with status 200
+                    page = b"<html><body>Gateway busy</body></html>"
+                    return self._send(200, None, raw=page, content_type="text/html")
+                if action == "bad_json":  # a body cut off in transit
+                    return self._send(200, None, raw=b'{"id": "chatcmpl-1", "choices": [')
                 if action == "drop":
                     self.close_connection = True
                     self.connection.shutdown(2)

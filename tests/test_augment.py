@@ -232,6 +232,24 @@ def test_batch_api_submits_once_and_a_rerun_collects(server, tmp_path, pqal_path
     assert run(server, out, pqal_path, *flags) == 0 and server.batch_creates == 1
 
 
+def test_a_200_answer_that_is_not_a_completion_is_retried_then_recorded(server, tmp_path, pqal):
+    """A proxy's HTML page or a JSON body cut off in transit, both with status 200: retried like a dropped
+    connection, recorded as a failed request when it persists, and the other items still come through."""
+    train = pqal[:4]
+    server.faults[train[0]["question"]] = ["html", "ok"]
+    server.faults[train[1]["question"]] = ["bad_json", "ok"]
+    server.faults[train[2]["question"]] = ["html"] * 5
+    out = tmp_path / "not-json"
+    flags = ("--max_sources", "4", "--max_retries", "2")
+    assert run(server, out, server_pqal_file(tmp_path, pqal), *flags) == 0
+    summary, rows, rejected = outputs(out)
+    assert {r["source_id"] for r in rows} == {train[0]["id"], train[1]["id"], train[3]["id"]}
+    (failed,) = rejected
+    assert failed["source_id"] == train[2]["id"] and failed["reason"] == "request_failed"
+    assert "not a completion" in failed["detail"] and "3 attempts" in failed["detail"]
+    assert summary["failed_requests"] == 1 and summary["retries"] == 1 + 1 + 2
+
+
 def test_push_to_hub_uploads_exactly_data_summary_and_card(server, fake_hub, tmp_path, pqal_path, monkeypatch, capfd):
     """--push_to_hub through huggingface_hub's own client to the fake Hub: a private dataset repo holding the
     data, summary and card as written locally, and the token only ever in the Authorization header."""
