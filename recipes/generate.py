@@ -74,21 +74,6 @@ MODELS = {
         "infer_batch_size": 4,
         "paper": True,
     },
-    "alpaca-7b": {
-        "title": "Alpaca-7b",
-        "keys": {
-            "model_name_or_path": "chavinlo/alpaca-native",
-            "dtype": "float16",
-            "prompt_format": "biogpt",
-            "lora_target_modules": ["q_proj", "v_proj"],
-            "activation_checkpointing": True,
-            "bf16": False,
-            "fp16": True,
-        },
-        "mode": "generate",
-        "infer_batch_size": 4,
-        "paper": True,
-    },
     "smollm2-135m": {
         "title": "SmolLM2-135M-Instruct (embedded, runs on a CPU)",
         "keys": {
@@ -103,6 +88,13 @@ MODELS = {
         "infer_batch_size": 16,
         "paper": False,
     },
+}
+
+# Alpaca-7b is LLaMA-7b instruction-tuned: the same settings, other weights.
+MODELS["alpaca-7b"] = {
+    **MODELS["llama-7b"],
+    "title": "Alpaca-7b",
+    "keys": {**MODELS["llama-7b"]["keys"], "model_name_or_path": "chavinlo/alpaca-native"},
 }
 
 LLMS = ("gpt-3.5-turbo", "gpt-4")
