@@ -70,6 +70,9 @@ class AugmentArguments:
     copy_threshold: float = field(
         default=0.9, metadata={"help": "An output this similar (n-gram Jaccard) to its source is a copy."}
     )
+    check_numbers: bool = field(
+        default=True, metadata={"help": "Reject outputs stating numbers (above 10) that their source item does not."}
+    )
     min_words: int = field(default=3, metadata={"help": "Fewest words in a question, context or long answer."})
     max_question_words: int = field(default=80, metadata={"help": "Longest question in words."})
     max_context_words: int = field(default=800, metadata={"help": "Longest context in words."})

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from .arguments import AugmentArguments, AugmentError
 from .cache import Answer, Request
 from .limits import RateLimiter, RetryPolicy, parse_retry_after
-from .prompts import JSON_SCHEMA
+from .prompts import JSON_OBJECT, response_format
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ class OpenAIBackend:
         self.client = AsyncOpenAI(api_key=api_key, base_url=args.base_url, max_retries=0, timeout=args.request_timeout)
         self.limiter = RateLimiter(args.requests_per_minute, args.tokens_per_minute)
         self.policy = RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max)
-        self.json_output = args.json_mode != "off"
+        # The strongest output format the server has not refused (see FORMATS).
+        self.output_format: str | None = None if args.json_mode == "off" else FORMATS[0]
         self.stats: Counter = Counter()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -88,9 +89,21 @@ class OpenAIBackend:
 
     def _body(self, request: Request) -> dict:
         body = {"model": request.model, "messages": request.messages, **request.params}
-        if self.json_output:
-            body["response_format"] = JSON_SCHEMA
+        if self.output_format == "json_schema" and request.schema is not None:
+            body["response_format"] = response_format(request.schema)
+        elif self.output_format == "json_object+schema" and request.schema is not None:
+            body["response_format"] = {**JSON_OBJECT, "schema": request.schema}
+        elif self.output_format is not None:
+            body["response_format"] = JSON_OBJECT
         return body
+
+    def _weaken_format(self, refused: str) -> None:
+        """The server refused `refused`: ask for the next weaker format (said once, though several
+        requests in flight may meet the refusal)."""
+        if self.output_format != refused:
+            return
+        self.output_format = FORMATS[FORMATS.index(refused) + 1]
+        logger.warning("the server refused response_format %s; asking for %s", refused, self.output_format or "text")
 
     async def complete(self, request: Request) -> Answer:
         """One request with retries; raises `RequestFailed` with a redacted reason."""
@@ -101,15 +114,15 @@ class OpenAIBackend:
             estimate = estimate_tokens(request)
             await self.limiter.acquire(estimate)
             self.stats["sent"] += 1
-            asked_json = self.json_output
+            asked = self.output_format
             try:
                 response = await self._create(request)
-            except openai.BadRequestError as e:
-                if asked_json and self.args.json_mode == "auto" and "response_format" in _message(e):
-                    if self.json_output:  # say it once, though several requests in flight may meet it
-                        logger.warning("the server does not support JSON output; asking for plain text")
-                    self.json_output = False
+            except FormatRefused as e:
+                if self.args.json_mode == "auto":
+                    self._weaken_format(asked)
                     continue
+                raise RequestFailed(f"the server refused response_format {asked}: {self.redact(e)}") from None
+            except openai.BadRequestError as e:
                 raise RequestFailed(f"HTTP 400: {self.redact(_message(e))}") from None
             except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError, NotACompletion) as e:
                 # APITimeoutError is an APIConnectionError; 5xx all map to InternalServerError.
@@ -140,10 +153,19 @@ class OpenAIBackend:
 
     async def _create(self, request: Request):
         """The chat completion for one request; a successful answer that holds none raises NotACompletion."""
+        import openai
+
+        body = self._body(request)
         try:
-            response = await self.client.chat.completions.create(**self._body(request))
+            response = await self.client.chat.completions.create(**body)
         except json.JSONDecodeError as e:  # a JSON body cut off in transit
             raise NotACompletion(f"not a completion: invalid JSON ({e.msg})") from None
+        except openai.APIStatusError as e:
+            # Servers refuse an unknown response_format in different ways: OpenAI and vLLM answer 400,
+            # llama-cpp-python's request validation 422, older llama.cpp servers 500.
+            if "response_format" in body and e.status_code in (400, 422, 500) and "response_format" in _message(e):
+                raise FormatRefused(f"HTTP {e.status_code}: {_message(e)}") from None
+            raise
         if not hasattr(response, "choices"):  # not JSON at all (a proxy's page): the client returns the text
             raise NotACompletion(f"not a completion: a {type(response).__name__} body")
         return response
@@ -175,6 +197,15 @@ def _message(error: Exception) -> str:
     return str(getattr(error, "message", error))
 
 
+# Output formats from strongest to weakest: OpenAI's JSON schema; the same schema in the json_object form
+# that llama-cpp-python's server takes; any JSON object; plain text (None).
+FORMATS = ("json_schema", "json_object+schema", "json_object", None)
+
+
+class FormatRefused(Exception):
+    """The server does not support the response_format asked for."""
+
+
 class NotACompletion(Exception):
     """A successful HTTP answer that holds no chat completion; transient, like a dropped connection."""
 
@@ -192,7 +223,11 @@ def _reason(error: Exception) -> str:
 
 
 class TransformersBackend:
-    """A local causal LM with batched generation: the whole method runs offline (default: SmolLM2)."""
+    """A local causal LM with batched generation: the whole method runs offline (default: SmolLM2).
+
+    With a request schema (every request unless --json_mode off), decoding is constrained by xgrammar:
+    at each step a token bitmask computed from the schema's grammar masks the logits, so every answer
+    that ends within max_tokens is a JSON object that satisfies the schema."""
 
     name = "transformers"
 
@@ -200,6 +235,7 @@ class TransformersBackend:
         self.args = args
         self.model = None
         self.tokenizer = None
+        self.grammars = GrammarCache()
         self.stats: Counter = Counter()
 
     async def preflight(self) -> None:
@@ -212,6 +248,8 @@ class TransformersBackend:
             raise AugmentError(f"cannot load the local model {self.args.model!r}: {e}") from None
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise AugmentError(f"the local model {self.args.model!r} has no chat template; use an instruct model")
+        if self.args.json_mode != "off":
+            self.grammars.setup(self.tokenizer, self.model)
 
     def _generate(self, batch: Sequence[Request]) -> list[Answer]:
         import torch
@@ -232,6 +270,7 @@ class TransformersBackend:
                 top_p=params["top_p"] if sample else None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
+                logits_processor=self.grammars.processors(batch),
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         answers = []
@@ -242,9 +281,11 @@ class TransformersBackend:
         return answers
 
     async def run(self, requests: Sequence[Request], on_answer: OnAnswer, on_failure: OnFailure) -> None:
-        size = self.args.batch_size
-        for start in range(0, len(requests), size):
-            batch = requests[start : start + size]
+        # A batch decodes until its longest answer ends, and answers grow with their prompts: batching
+        # prompts of similar length wastes fewer steps on finished rows. Outputs do not depend on this
+        # order (the runner rebuilds them in source order from the cache).
+        ordered = sorted(requests, key=_batch_order)
+        for batch in batches(ordered, self.args.batch_size):
             self.stats["sent"] += len(batch)
             try:
                 answers = await asyncio.to_thread(self._generate, batch)
@@ -257,3 +298,59 @@ class TransformersBackend:
 
     async def close(self) -> None:
         pass
+
+
+def batches(requests: Sequence[Request], size: int) -> list[list[Request]]:
+    """Batches of at most `size` requests, in order, each with one schema and one set of sampling
+    parameters (one generate call samples them all alike)."""
+    out: list[list[Request]] = []
+    for request in requests:
+        if out and len(out[-1]) < size and _same_call(out[-1][0], request):
+            out[-1].append(request)
+        else:
+            out.append([request])
+    return out
+
+
+def _batch_order(request: Request) -> tuple[str, int]:
+    """Requests that can share a generate call together, then by prompt length."""
+    call = json.dumps([request.schema, request.params], sort_keys=True)
+    return call, sum(len(m["content"]) for m in request.messages)
+
+
+def _same_call(a: Request, b: Request) -> bool:
+    return a.schema == b.schema and a.params == b.params
+
+
+class GrammarCache:
+    """xgrammar grammars compiled once per schema for one tokenizer, and their logits processors."""
+
+    def __init__(self) -> None:
+        self.compiler = None
+        self.compiled: dict[str, object] = {}
+
+    def setup(self, tokenizer, model) -> None:
+        import xgrammar
+
+        # The model's output layer may be wider than the tokenizer (padding rows); the bitmask must cover it.
+        vocab_size = max(model.config.vocab_size, len(tokenizer))
+        eos = model.generation_config.eos_token_id
+        stop = [eos] if isinstance(eos, int) else list(eos or [tokenizer.eos_token_id])
+        info = xgrammar.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stop)
+        self.compiler = xgrammar.GrammarCompiler(info)
+
+    def grammar(self, schema: dict):
+        # Not sorted: the grammar writes the properties in the schema's order (question first, decision last).
+        key = json.dumps(schema)
+        if key not in self.compiled:
+            # Compact separators: fewer tokens per answer, and the same JSON for the parser.
+            self.compiled[key] = self.compiler.compile_json_schema(key, any_whitespace=False)
+        return self.compiled[key]
+
+    def processors(self, batch: Sequence[Request]) -> list | None:
+        """A fresh logits processor for one generate call (xgrammar's keeps per-call state), or None."""
+        if self.compiler is None or batch[0].schema is None:
+            return None
+        from xgrammar.contrib.hf import LogitsProcessor
+
+        return [LogitsProcessor([self.grammar(r.schema) for r in batch])]

@@ -1,8 +1,8 @@
 """On-disk answer cache: one JSON file per request, written atomically before the answer is used.
 
 A run killed at any moment loses at most the requests in flight; a rerun finds every completed answer
-here and sends nothing twice. The key covers backend, model, messages and sampling parameters, never
-the API key or the server address (the same model behind two URLs gives the same answers)."""
+here and sends nothing twice. The key covers backend, model, messages, sampling parameters and the output
+schema, never the API key or the server address (the same model behind two URLs gives the same answers)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,13 @@ class Request:
     backend: str
     model: str
     meta: dict[str, Any] = field(default_factory=dict)  # source id, kind, variant: not part of the key
+    schema: dict[str, Any] | None = None  # JSON schema the answer must follow (None: free text)
 
     @property
     def key(self) -> str:
         payload = {"backend": self.backend, "model": self.model, "messages": self.messages, "params": self.params}
+        if self.schema is not None:  # a constrained answer differs from a free one: never mix them up
+            payload["schema"] = self.schema
         return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -61,6 +64,7 @@ class AnswerCache:
             "model": request.model,
             "messages": request.messages,
             "params": request.params,
+            "schema": request.schema,
             "text": answer.text,
             "tokens_in": answer.tokens_in,
             "tokens_out": answer.tokens_out,

@@ -21,7 +21,7 @@ from .backends import OpenAIBackend, Redactor, TransformersBackend
 from .batch import run_batch
 from .cache import Answer, AnswerCache, Request
 from .card import push_to_hub, render_card
-from .prompts import PROMPT_VERSION, ParseError, build_messages, parse_output, parse_verdict
+from .prompts import PROMPT_VERSION, ParseError, build_messages, output_schema, parse_output, parse_verdict
 from .sources import load_sources
 from .validation import LeakIndex, Limits, check_fields, fingerprint
 
@@ -48,7 +48,13 @@ def make_request(args: AugmentArguments, kind: str, example: Example, variant: i
     if kind == "verify":  # the verifier should answer, not be creative
         temperature, max_tokens = 0.0, VERIFY_MAX_TOKENS
     params = {"temperature": temperature, "top_p": args.top_p, "max_tokens": max_tokens, "seed": args.seed + variant}
-    return Request(build_messages(kind, example), params, args.backend, args.model, meta)
+    schema = output_schema(kind, bounded=bounded_schema(args)) if args.json_mode != "off" else None
+    return Request(build_messages(kind, example), params, args.backend, args.model, meta, schema)
+
+
+def bounded_schema(args: AugmentArguments) -> bool:
+    """String length bounds everywhere but on OpenAI's own API, whose strict mode refuses them."""
+    return args.backend == "transformers" or (args.base_url is not None and "api.openai.com" not in args.base_url)
 
 
 def price_table(args: AugmentArguments) -> dict[str, tuple[float, float]]:
@@ -220,7 +226,12 @@ async def assemble(
 ) -> tuple[list[dict], list[dict]]:
     """Validate every answer in a fixed order (so reruns give the same files) and keep the good ones."""
     limits = Limits(
-        args.min_words, args.max_question_words, args.max_context_words, args.max_answer_words, args.copy_threshold
+        args.min_words,
+        args.max_question_words,
+        args.max_context_words,
+        args.max_answer_words,
+        args.copy_threshold,
+        args.check_numbers,
     )
     rows: list[dict] = [_original(s) for s in sources] if args.strategy == "combined" else []
     seen = {fingerprint(s) for s in sources}  # an output equal to any source item is no new example
@@ -320,6 +331,8 @@ def summarize(args, facts, sources, requests, answers, rows, rejected, run: Run,
         },
         "num_variants": args.num_variants,
         "verify": args.verify,
+        "json_mode": args.json_mode,
+        "check_numbers": args.check_numbers,
     }
 
 

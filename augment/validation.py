@@ -7,13 +7,10 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from domainqa.data import LABELS, Example
+from domainqa.data import LABELS, Example, content_key, words
 
-_WORD = re.compile(r"\w+")
-
-
-def words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+# Two outputs that differ only in case, spacing or punctuation are the same example.
+fingerprint = content_key
 
 
 def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
@@ -26,11 +23,6 @@ def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
 def jaccard(a: str, b: str, n: int = 3) -> float:
     x, y = ngrams(a, n), ngrams(b, n)
     return len(x & y) / len(x | y) if x and y else float(x == y)
-
-
-def fingerprint(example: Example) -> str:
-    """Equal for two outputs that differ only in case, spacing or punctuation."""
-    return " ".join(words(example["question"])) + " || " + " ".join(words(example["context"]))
 
 
 class LeakIndex:
@@ -82,6 +74,24 @@ class Limits:
     max_context_words: int = 800
     max_answer_words: int = 300
     copy_threshold: float = 0.9
+    check_numbers: bool = True
+
+
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def numbers(text: str) -> set[str]:
+    """The numbers in `text`, thousands separators removed; 0..10 left out (often spelled as words)."""
+    found = {m.group().replace(",", "") for m in _NUMBER.finditer(text)}
+    return {n for n in found if not (n.isdigit() and int(n) <= 10)}
+
+
+def invented_numbers(output: dict, source: Example) -> set[str]:
+    """Numbers in the output that its source item never states: a rewrite keeps every number, and a new
+    pair may only use the abstract's; a small model makes figures up (checked by hand on SmolLM2 rewrites)."""
+    stated = numbers(" ".join(source[f] for f in ("question", "context", "long_answer")))
+    written = numbers(" ".join(output[f] for f in ("question", "context", "long_answer")))
+    return written - stated
 
 
 def check_fields(output: dict, kind: str, source: Example, limits: Limits) -> tuple[str, str] | None:
@@ -104,6 +114,9 @@ def check_fields(output: dict, kind: str, source: Example, limits: Limits) -> tu
             return "length", f"{field} has {count} words (allowed {limits.min_words}..{most})"
     if is_copy(output, kind, source, limits.copy_threshold):
         return "copy_of_source", "too close to its source item"
+    invented = invented_numbers(output, source) if limits.check_numbers else set()
+    if invented:
+        return "invented_number", "not in the source: " + ", ".join(sorted(invented)[:5])
     return None
 
 

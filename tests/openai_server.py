@@ -23,7 +23,8 @@ FLIP = {"yes": "no", "no": "yes", "maybe": "yes"}
 
 
 def mangle(text: str) -> str:
-    return " ".join(w[::-1] if len(w) > 3 else w for w in text.split())
+    """New words, same numbers (a rewrite keeps every figure of its source)."""
+    return " ".join(w[::-1] if len(w) > 3 and not any(c.isdigit() for c in w) else w for w in text.split())
 
 
 def request_key(body: dict) -> str:
@@ -40,6 +41,7 @@ class FakeOpenAI:
         retry_after: str = "0.1",
         slow_seconds: float = 2.0,
         json_mode_supported: bool = True,
+        json_schema_supported: bool = True,
         batch_polls: int = 2,
     ):
         self.api_key = api_key
@@ -47,6 +49,9 @@ class FakeOpenAI:
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
         self.json_mode_supported = json_mode_supported
+        self.json_schema_supported = json_schema_supported
+        self.format_refusal_status = 400  # how a refused response_format is answered (422, 500: other servers)
+        self.response_formats: list[dict | None] = []  # the response_format of every chat request
         self.batch_polls = batch_polls
         self.faults: dict[str, list[str]] = {}
         self.counts: Counter = Counter()  # chat requests received, per request_key
@@ -102,7 +107,8 @@ class FakeOpenAI:
         out = {k: mangle(source[k]) for k in ("question", "context", "long_answer")}
         if new:
             out["question"] = "Regarding this study, " + mangle(question) + " in other patients?"
-        out["question"] += f" ({body.get('model')})"  # two models never write the same words
+        letters = "".join(c for c in str(body.get("model")) if c.isalpha())  # no figure the source lacks
+        out["question"] += f" ({letters})"  # two models never write the same words
         if body.get("seed"):  # another sample: other words
             out["question"] = f"Version {body['seed']}: {out['question']}"
         out["final_decision"] = source["final_decision"]
@@ -216,8 +222,13 @@ class FakeOpenAI:
                 with server.lock:
                     server.counts[key] += 1
                     server.times.append(time.monotonic())
-                if "response_format" in body and not server.json_mode_supported:
+                response_format = body.get("response_format")
+                server.response_formats.append(response_format)
+                if response_format is not None and not server.json_mode_supported:
                     return self._error(400, "response_format is not supported by this model")
+                if (response_format or {}).get("type") == "json_schema" and not server.json_schema_supported:
+                    status = server.format_refusal_status
+                    return self._error(status, "response_format type json_schema is not supported")
                 action, content = server.answer(body)
                 server.log.append({"time": time.monotonic(), "action": action, "key": key})
                 if server.latency:

@@ -11,6 +11,7 @@ import pytest
 from augment.__main__ import EXIT_BAD_INPUT, EXIT_BATCH_PENDING, main
 from augment.card import HUB_FILES
 from augment.merge import merge, merges_from_file
+from augment.prompts import output_schema
 from domainqa.data import read_examples, split_pubmedqa
 from tests.openai_server import FakeOpenAI
 
@@ -123,6 +124,41 @@ def test_verifier_rejects_a_flipped_rewrite_and_json_mode_falls_back(server, tmp
     summary, rows, rejected = outputs(out)
     assert [r["reason"] for r in rejected] == ["verifier_flipped"] and rejected[0]["source_id"] == pqal[1]["id"]
     assert len(rows) == 2 and summary["requests"] == 3 + 3
+
+
+def test_answers_are_asked_under_the_json_schema(server, tmp_path, pqal_path):
+    """The same schema the local grammar uses goes out as response_format, bounded for a self-hosted server."""
+    assert run(server, tmp_path / "schema", pqal_path, "--max_sources", "2", "--verify") == 0
+    formats = [f for f in server.response_formats if f]
+    assert len(formats) == 4 and {f["type"] for f in formats} == {"json_schema"}
+    schemas = [f["json_schema"]["schema"] for f in formats]
+    assert schemas == [output_schema("rewrite")] * 2 + [output_schema("verify")] * 2
+    assert formats[0]["json_schema"]["strict"] is True and "maxLength" in str(formats[0])
+
+
+@pytest.mark.parametrize("status", [400, 422, 500])
+def test_a_server_without_json_schema_gets_the_schema_in_a_json_object_request(server, tmp_path, pqal_path, status):
+    """OpenAI and vLLM refuse an unknown response_format with 400, llama-cpp-python with 422, older llama.cpp
+    servers with 500: each time the run goes on with llama-cpp-python's form {"type": "json_object", "schema"}."""
+    server.json_schema_supported = False
+    server.format_refusal_status = status
+    out = tmp_path / "object"
+    assert run(server, out, pqal_path, "--max_sources", "3") == 0
+    summary = outputs(out)[0]
+    assert summary["accepted"] == 3 and summary["retries"] == 0
+    formats = server.response_formats  # requests in flight at the first refusal meet it too: order varies
+    assert formats[0]["type"] == "json_schema" and {f["type"] for f in formats} == {"json_schema", "json_object"}
+    assert [f for f in formats if f["type"] == "json_object"] == [
+        {"type": "json_object", "schema": output_schema("rewrite")}
+    ] * 3
+
+
+def test_json_mode_on_does_not_fall_back(server, tmp_path, pqal_path):
+    server.json_schema_supported = False
+    out = tmp_path / "strict"
+    assert run(server, out, pqal_path, "--max_sources", "1", "--json_mode", "on") == 0
+    (rejected,) = outputs(out)[2]
+    assert rejected["reason"] == "request_failed" and "refused response_format json_schema" in rejected["detail"]
 
 
 def test_combined_strategy_and_merge_of_two_models(server, tmp_path, pqal_path):

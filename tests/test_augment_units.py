@@ -11,8 +11,10 @@ import pytest
 
 from augment.__main__ import main
 from augment.arguments import AugmentArguments
+from augment.backends import batches
+from augment.cache import Request
 from augment.limits import RateLimiter, RetryPolicy, parse_retry_after
-from augment.prompts import ParseError, build_messages, parse_output, parse_verdict
+from augment.prompts import ParseError, build_messages, output_schema, parse_output, parse_verdict
 from augment.validation import Limits, check_fields, jaccard
 from domainqa.config import parse_args
 
@@ -61,6 +63,10 @@ def test_validation_reasons():
     assert check_fields(dict(SOURCE), "rewrite", SOURCE, limits)[0] == "copy_of_source"
     assert check_fields({**good, "question": SOURCE["question"]}, "new", SOURCE, limits)[0] == "copy_of_source"
     assert jaccard("a b c d", "A b, c d!") == 1.0
+    made_up = {**good, "context": good["context"] + " Of them, 1,204 had a stroke (12.5%)."}
+    assert check_fields(made_up, "rewrite", SOURCE, limits) == ("invented_number", "not in the source: 12.5, 1204")
+    assert check_fields({**good, "context": "All 2000 adults, followed for 5 years."}, "new", SOURCE, limits) is None
+    assert check_fields(made_up, "rewrite", SOURCE, Limits(max_question_words=20, check_numbers=False)) is None
 
 
 def test_rate_limiter_paces_requests_to_the_rpm_limit():
@@ -119,3 +125,18 @@ def test_local_transformers_backend_runs_offline_and_resumes(tiny_llama, tmp_pat
     assert main(flags) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["requests_sent_this_run"] == 0 and summary["cache_hits"] == 3
+
+
+def test_local_batches_share_one_schema_and_one_set_of_parameters():
+    """One generate call samples its batch alike under one grammar: mixed requests are never batched."""
+    item, verdict = output_schema("rewrite"), output_schema("verify")
+    params = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 8, "seed": 0}
+
+    def request(schema, seed=0):
+        return Request([{"role": "user", "content": "x"}], {**params, "seed": seed}, "transformers", "m", {}, schema)
+
+    mixed = [request(item), request(item), request(verdict), request(item, seed=1), request(item), request(item)]
+    assert [len(b) for b in batches(mixed, 2)] == [2, 1, 1, 2]
+    assert all(len({(str(r.schema), r.params["seed"]) for r in b}) == 1 for b in batches(mixed, 2))
+    assert output_schema("rewrite", bounded=False)["properties"]["context"] == {"type": "string"}
+    assert output_schema("verify")["required"] == ["final_decision"]
