@@ -1,0 +1,197 @@
+"""train.py's path for sequence classifiers: the same data, run folder, fingerprint, resume and outputs as
+the causal-LM path, with transformers' own Trainer loop, validation accuracy and macro-F1 of the classifier's
+predictions at every evaluation, and the best checkpoint kept by `metric_for_best_model`."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from transformers import AutoConfig, DataCollatorWithPadding, Trainer
+
+from .classifier import (
+    ID2LABEL,
+    SEQUENCE_CLASSIFICATION,
+    check_classifier_settings,
+    classifier_peft_config,
+    encode,
+    load_classifier,
+    match_padding,
+    model_max_length,
+)
+from .data import LABELS, Example, load_task_data
+from .metrics import official_scores
+from .modeling import load_tokenizer, resolve_model_path
+from .run_folder import release_run_folder, start_training_run, training_fingerprint
+from .runs import TRAINING_CURVES, plot_training_curves, save_run_config
+
+if TYPE_CHECKING:
+    from transformers import EvalPrediction, PreTrainedTokenizerBase, TrainerCallback
+
+    from .arguments import DataArguments, ModelArguments, TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+
+def classification_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
+    """Accuracy and macro-F1 as the official evaluation computes them, and the share of each predicted label."""
+    logits = eval_prediction.predictions
+    logits = logits[0] if isinstance(logits, tuple) else logits
+    predicted = [ID2LABEL[int(i)] for i in np.asarray(logits).argmax(-1)]
+    truth = [ID2LABEL[int(i)] for i in eval_prediction.label_ids]
+    shares = {f"share_{label}": predicted.count(label) / len(predicted) for label in LABELS}
+    return {**official_scores(truth, predicted), **shares}
+
+
+def balanced_label_weights(examples: list[Example]) -> torch.Tensor:
+    """n / (k * n_label) per label, as scikit-learn's "balanced" (a label absent from training weighs 0)."""
+    counts = Counter(e["final_decision"] for e in examples)
+    present = sum(1 for label in LABELS if counts[label])
+    return torch.tensor([len(examples) / (present * counts[label]) if counts[label] else 0.0 for label in LABELS])
+
+
+def classification_loss(weights: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+    """The Trainer's compute_loss_func: cross-entropy over the whole accumulated batch. Summing and dividing
+    by the batch's item count keeps gradient accumulation equal to one large batch; the model's own loss is a
+    per-micro-batch mean that the Trainer would not rescale for models that take loss kwargs."""
+
+    def loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+        logits = outputs["logits"].float()
+        weight = weights.to(logits.device) if weights is not None else None
+        losses = F.cross_entropy(logits, labels, weight=weight, reduction="none")
+        if num_items_in_batch is None:  # evaluation: a plain (weighted) mean
+            denominator = weight[labels].sum() if weight is not None else labels.numel()
+        else:
+            denominator = num_items_in_batch
+        return losses.sum() / torch.as_tensor(denominator, device=losses.device).clamp(min=1e-8)
+
+    return loss
+
+
+def encoded_dataset(tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int) -> Dataset:
+    return Dataset.from_list(encode(tokenizer, examples, max_length))
+
+
+def train_classifier(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: TrainingArguments,
+    callbacks: list[TrainerCallback],
+    push_to_hub: bool,
+    hub_token: str | None,
+) -> dict:
+    """Train, validate and save a sequence classifier; the counterpart of train.py's main() after parsing."""
+    check_classifier_settings(model_args.peft_method, training_args.loss_on)
+    parts = load_task_data(data_args.dataset_path, data_args.split, data_args.fold, data_args.train_data)
+    model_path = resolve_model_path(model_args.model_name_or_path)
+    tokenizer = load_tokenizer(model_path)
+    # The saved tokenizer carries the length, so infer.py truncates exactly as training did.
+    tokenizer.model_max_length = model_max_length(
+        tokenizer, AutoConfig.from_pretrained(model_path), training_args.max_length
+    )
+    train_items = parts["train"][: data_args.max_train_samples]
+    validation_items = parts["validation"][: data_args.max_eval_samples]
+    train_dataset = encoded_dataset(tokenizer, train_items, tokenizer.model_max_length)
+    eval_dataset = encoded_dataset(tokenizer, validation_items, tokenizer.model_max_length)
+    logger.info(
+        "Classifier: training on %d examples, validating on %d, inputs up to %d tokens",
+        len(train_items),
+        len(validation_items),
+        tokenizer.model_max_length,
+    )
+
+    model_args.task_type = SEQUENCE_CLASSIFICATION  # resolved, so run_config.yaml says what was trained
+    fingerprint = training_fingerprint(model_args, data_args, training_args, train_items, validation_items)
+    with training_args.main_process_first(local=False, desc="checking the run folder"):
+        checkpoint = start_training_run(
+            training_args.output_dir,
+            fingerprint,
+            training_args.overwrite_output_dir,
+            training_args.resume_from_checkpoint,
+        )
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    trainer = build_trainer(
+        model_args,
+        training_args,
+        tokenizer,
+        train_dataset,
+        eval_dataset,
+        callbacks,
+        balanced_label_weights(train_items) if training_args.class_weighted_loss else None,
+    )
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    metrics = {**result.metrics, "train_examples": len(train_items)}
+    finish(trainer, training_args, metrics, (model_args, data_args, training_args), push_to_hub, hub_token)
+    return metrics
+
+
+def build_trainer(
+    model_args: ModelArguments,
+    training_args: TrainingArguments,
+    tokenizer: PreTrainedTokenizerBase,
+    train_dataset: Dataset,
+    eval_dataset: Dataset,
+    callbacks: list[TrainerCallback],
+    weights: torch.Tensor | None,
+) -> Trainer:
+    model = load_classifier(model_args.model_name_or_path, model_args.dtype)
+    match_padding(model, tokenizer)
+    peft_config = classifier_peft_config(
+        model_args.peft_method,
+        model,
+        model_args.lora_r,
+        model_args.lora_alpha,
+        model_args.lora_dropout,
+        model_args.lora_target_modules,
+        model_args.lora_top_layers,
+    )
+    if peft_config is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, peft_config)
+        model.print_trainable_parameters()
+    return Trainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=classification_metrics,
+        compute_loss_func=classification_loss(weights),
+        callbacks=callbacks,
+    )
+
+
+def finish(
+    trainer: Trainer,
+    training_args: TrainingArguments,
+    metrics: dict,
+    argument_objects: tuple,
+    push_to_hub: bool,
+    hub_token: str | None,
+) -> None:
+    """Save what the LM path saves: metrics, the final (best) model and tokenizer, state, run config, curves."""
+    from .hub import push_run
+
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    if training_args.eval_strategy != "no":
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+    trainer.save_model(training_args.output_dir)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        save_run_config(training_args.output_dir, *argument_objects)
+        plot_training_curves(trainer.state.log_history, f"{training_args.output_dir}/{TRAINING_CURVES}")
+        if push_to_hub:
+            push_run(training_args.output_dir, training_args.hub_model_id, hub_token, training_args.hub_private_repo)
+    release_run_folder(training_args.output_dir)

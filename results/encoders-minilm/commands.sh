@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The runs of results/encoders-minilm: all-MiniLM-L6-v2 fine-tuned on all 450 paper-split training items (or
+# the official split's fold 0), one seed after another; the test part is predicted and scored once per seed.
+# Usage: bash results/encoders-minilm/commands.sh paper|official SEED...   (from the repository root)
+set -euo pipefail
+SPLIT=$1; shift
+RECIPE=recipes/encoders/all-minilm-l6-v2.yaml
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+for SEED in "$@"; do
+    OUT=outputs/encoders/all-minilm-l6-v2-$SPLIT-seed$SEED
+    DEST=results/encoders-minilm/$SPLIT-seed$SEED
+    mkdir -p "$DEST"
+    /usr/bin/time -f "%e s wall, %U s user" -o "$DEST/train_time.txt" \
+        nice -n 15 .venv/bin/python train.py $RECIPE --split "$SPLIT" --fold 0 --seed "$SEED" --output_dir "$OUT" \
+        > "$DEST/train.log" 2>&1
+    /usr/bin/time -f "%e s wall, %U s user" -o "$DEST/infer_time.txt" \
+        nice -n 15 .venv/bin/python infer.py $RECIPE --split "$SPLIT" --fold 0 --output_dir "$OUT" > "$DEST/infer.log" 2>&1
+    STEM=predictions_${SPLIT}_test_score
+    cp "$OUT/$STEM.json" "$OUT/$STEM.meta.json" "$OUT/trainer_state.json" "$OUT/run_config.yaml" \
+        "$OUT/eval_results.json" "$DEST/"
+    nice -n 15 .venv/bin/python evaluate.py --predictions "$OUT/$STEM.json" --split "$SPLIT" \
+        --output_file "$DEST/metrics.json" > "$DEST/evaluate.log" 2>&1
+done

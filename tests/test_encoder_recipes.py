@@ -1,0 +1,45 @@
+"""Every recipe in recipes/encoders parses through the real argument dataclasses of train.py and infer.py and
+selects the sequence-classification path with settings that path accepts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, TrainingArguments, pipeline_keys
+from domainqa.classifier import EMBEDDED_ENCODER, check_classifier_settings, uses_classifier
+from domainqa.config import RecipeError, parse_args
+
+RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes" / "encoders").glob("*.yaml"))
+ANCHORS = {
+    "biolinkbert-base": "michiyasunaga/BioLinkBERT-base",
+    "biolinkbert-large": "michiyasunaga/BioLinkBERT-large",
+    "biomedbert-base": "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract-fulltext",
+}
+
+
+def test_the_encoder_recipes_are_all_there():
+    assert {p.stem for p in RECIPES} == {"all-minilm-l6-v2", *ANCHORS}
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=[p.stem for p in RECIPES])
+def test_encoder_recipe_parses_for_train_and_infer(recipe):
+    model, data, training = parse_args(ModelArguments, DataArguments, TrainingArguments, args=[str(recipe)],
+                                       shared_keys=pipeline_keys())  # fmt: skip
+    _, _, inference = parse_args(ModelArguments, DataArguments, InferenceArguments, args=[str(recipe)],
+                                 shared_keys=pipeline_keys())  # fmt: skip
+    assert uses_classifier(model.task_type, model.model_name_or_path)
+    check_classifier_settings(model.peft_method, training.loss_on, inference.mode)
+    assert model.model_name_or_path == ANCHORS.get(recipe.stem, EMBEDDED_ENCODER)
+    assert training.output_dir == inference.output_dir == f"outputs/encoders/{recipe.stem}"
+    assert training.max_length <= 512  # the encoders' position tables
+    if recipe.stem in ANCHORS:  # the BLURB setting: the official split's 500 test items
+        assert data.split == "official" and training.num_train_epochs >= 20
+
+
+def test_a_recipe_key_the_scripts_do_not_know_is_refused(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text(RECIPES[0].read_text() + "task_typ: sequence_classification\n")
+    with pytest.raises(RecipeError, match=r"typo.yaml: unknown key\(s\) task_typ"):
+        parse_args(ModelArguments, DataArguments, TrainingArguments, args=[str(bad)], shared_keys=pipeline_keys())
