@@ -4,10 +4,14 @@ generations or label scores, one row per item."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from .config import UsageError
+from .data import LABELS, DuplicateKeyError, unique_keys
 from .io import atomic_write_json, atomic_write_jsonl
+
+logger = logging.getLogger(__name__)
 
 
 def write_predictions(stem: Path, rows: list[dict], unparsed_fallback: str) -> dict[str, str]:
@@ -21,6 +25,37 @@ def write_predictions(stem: Path, rows: list[dict], unparsed_fallback: str) -> d
     atomic_write_jsonl(stem.with_suffix(".jsonl"), rows)
     atomic_write_json(stem.with_suffix(".json"), official)
     return official
+
+
+def read_complete_rows(path: Path) -> tuple[list[dict], int]:
+    """The rows of a JSONL file up to the last complete one, and the byte length of that prefix.
+
+    A row is complete when its line ends with a newline and holds a JSON object: a kill or a full disk
+    can leave a cut-off line, and anything after the first bad line is not trusted either."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    rows, end = [], 0
+    while (newline := data.find(b"\n", end)) != -1:
+        try:
+            row = json.loads(data[end:newline])
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            break
+        if not isinstance(row, dict):
+            break
+        rows.append(row)
+        end = newline + 1
+    return rows, end
+
+
+def cut_to_complete_rows(path: Path, length: int) -> None:
+    """Drop whatever follows the complete rows, so that appended rows start on a line of their own."""
+    size = path.stat().st_size
+    if size > length:
+        logger.warning("%s: dropping %d byte(s) after the last complete row", path, size - length)
+        with path.open("r+b") as f:
+            f.truncate(length)
 
 
 def read_predictions(path: str | Path) -> tuple[dict[str, str], int | None]:
@@ -39,15 +74,28 @@ def read_predictions(path: str | Path) -> tuple[dict[str, str], int | None]:
             try:
                 row = json.loads(line)
                 pmid, parsed = str(row["id"]), row.get("parsed", True)
-                predictions[pmid] = row["prediction"]
+                label = row["prediction"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise UsageError(f"{path}, line {line_no}: not a prediction row with id and prediction ({e})") from e
+            if pmid in predictions:  # which of two answers counts would be a guess
+                raise UsageError(f"{path}, line {line_no}: id {pmid} appears a second time")
+            predictions[pmid] = label
             unparsed += not parsed
-        return predictions, unparsed
+        return _checked_labels(path, predictions), unparsed
     try:
-        predictions = json.loads(text)
+        predictions = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}: invalid JSON ({e.msg}, line {e.lineno})") from e
+    except DuplicateKeyError as e:
+        raise UsageError(f"{path}: {e}") from e
     if not isinstance(predictions, dict):
         raise UsageError(f"{path}: expected the official format, an object {{PMID: label}}")
-    return {str(k): v for k, v in predictions.items()}, None
+    return _checked_labels(path, {str(k): v for k, v in predictions.items()}), None
+
+
+def _checked_labels(path: Path, predictions: dict[str, object]) -> dict[str, str]:
+    """Every label must be one of the task's: another one would add a class to the macro-F1."""
+    for pmid, label in predictions.items():
+        if label not in LABELS:
+            raise UsageError(f"{path}: PMID {pmid}: label {label!r} is not one of {', '.join(LABELS)}")
+    return predictions

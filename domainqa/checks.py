@@ -1,0 +1,87 @@
+"""Checks of single argument values, run while the arguments are parsed: a bad number or path stops the
+script in one line before any data or model loads. Each raises ValueError, which the argument parser
+reports as a usage error (exit status 2)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def at_least(name: str, value: float | None, minimum: float) -> None:
+    """`value` >= `minimum` (None passes: the option is unset)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ValueError(f"{name} must be a number, got {value!r}")  # e.g. a list from a recipe
+    if value is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+
+
+def one_of(name: str, value: object, choices: Iterable[object]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def _nearest_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _can_create_in(folder: Path) -> bool:
+    # A real probe rather than os.access: root passes every access() test, and read-only mounts or
+    # quotas only show when a file is created.
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def writable_folder(name: str, value: str | None) -> None:
+    """A folder the script may write into: it exists as a folder, or can be created."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{name} {value} is a file, not a folder")
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        raise ValueError(f"{name} {value}: {existing} is a file, not a folder")
+    if not _can_create_in(existing):
+        raise ValueError(f"{name} {value}: cannot write in {existing}")
+
+
+def writable_file(name: str, value: str | None) -> None:
+    """A file the script may (re)write: not a folder, and its folder is writable."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if path.is_dir():
+        raise ValueError(f"{name} {value} is a folder; give a file name")
+    writable_folder(f"{name}'s folder", str(path.parent))
+
+
+def looks_like_path(value: str) -> bool:
+    """True for what can only be a local path, never a Hub id (user/name or name)."""
+    if value.startswith((".", "/", "~")) or value.count("/") > 1 or os.sep != "/" and os.sep in value:
+        return True
+    # 'outputs/run' fits the user/name form, but where ./outputs exists it is a folder that is missing.
+    return value.count("/") == 1 and Path(value.split("/")[0]).is_dir()
+
+
+def model_source(name: str, value: str | None) -> None:
+    """A local model or adapter folder, or a Hub id: a path that does not exist is an error here, not a
+    Hub look-up that waits on the network and fails later."""
+    if value is None:
+        return
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{name} {value} is a file; give the folder of a model or adapter, or a Hub id")
+        return
+    if looks_like_path(value):
+        raise ValueError(f"{name} {value}: no such folder")
