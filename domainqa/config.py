@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,13 +22,39 @@ class RecipeError(UsageError):
     """A recipe that cannot be used; the message names the file and the key."""
 
 
+# Write failures that the user can fix and then rerun: the work done so far is kept.
+_STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
 def run_cli(main: Callable[[], object]) -> None:
-    """Run a script's main(); bad input exits with status 2 and its message."""
+    """Run a script's main(); bad input, or a full disk, exits with status 2 and one line."""
     try:
         main()
     except UsageError as e:
         print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except Exception as e:
+        reason = storage_failure(e)
+        if reason is None:
+            raise
+        print(f"{Path(sys.argv[0]).name}: error: {reason}; free space and rerun to go on", file=sys.stderr)
+        sys.exit(2)
+
+
+def storage_failure(error: BaseException) -> str | None:
+    """One line for an error that a full disk (or quota) caused, else None. Libraries report it in their
+    own words: an OSError here, a message from Rust (safetensors, tokenizers) or from torch's zip writer."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in _STORAGE_ERRORS:
+            return f"{seen.filename}: {seen.strerror}" if seen.filename else seen.strerror
+        text = str(seen)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return "No space left on device"
+        if "PytorchStreamWriter failed writing" in text or "unexpected pos" in text:
+            return f"a file could not be written, the disk may be full ({text.strip().splitlines()[0][:120]})"
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -48,15 +76,46 @@ def field_names(*dataclass_types: type) -> set[str]:
     return {f.name for cls in dataclass_types for f in dataclasses.fields(cls)}
 
 
+RECIPE_USAGE = "A YAML recipe comes first (script.py recipe.yaml) or as --config recipe.yaml; flags override it."
+
+
+def _take_recipe_path(args: list[str]) -> str | None:
+    """Remove the recipe from `args` and return it: a first argument ending in .yaml/.yml, or `--config PATH`
+    (`--config=PATH`), the spelling of TRL's and alignment-handbook's scripts. Giving it twice is an error."""
+    found = [args.pop(0)] if args and args[0].endswith((".yaml", ".yml")) else []
+    i = 0
+    while i < len(args):
+        if args[i] == "--config":
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise UsageError("invalid argument: --config needs a recipe file (--config recipe.yaml)")
+            found.append(args.pop(i + 1))
+            del args[i]
+        elif args[i].startswith("--config="):
+            found.append(args.pop(i).split("=", 1)[1])
+        else:
+            i += 1
+    if len(found) > 1:
+        raise UsageError(f"invalid argument: one recipe at a time, got {' and '.join(found)}")
+    return found[0] if found else None
+
+
+class _Parser(HfArgumentParser):
+    """argparse reports a bad flag with the whole usage text and exits; here it is one line."""
+
+    def error(self, message: str):
+        raise UsageError(f"invalid argument: {message}")
+
+
 def parse_args(*dataclass_types: type, args: list[str] | None = None, shared_keys: set[str] = frozenset()) -> tuple:
-    """Parse `dataclass_types` from an optional recipe (first argument, .yaml/.yml) plus flags.
+    """Parse `dataclass_types` from an optional recipe (first argument, .yaml/.yml, or `--config PATH`
+    anywhere) plus flags.
 
     Flags override the recipe. Recipe keys in `shared_keys` belong to the other scripts of the same
     pipeline and are skipped here; any other key this script does not know is an error."""
     args = list(sys.argv[1:] if args is None else args)
-    parser = HfArgumentParser(dataclass_types)
-    if args and args[0].endswith((".yaml", ".yml")):
-        recipe_path = args.pop(0)
+    parser = _Parser(dataclass_types, epilog=RECIPE_USAGE)
+    recipe_path, own = _take_recipe_path(args), {}
+    if recipe_path is not None:
         recipe = load_recipe(recipe_path)
         known = field_names(*dataclass_types)
         unknown = sorted(set(recipe) - known - set(shared_keys))
@@ -69,5 +128,17 @@ def parse_args(*dataclass_types: type, args: list[str] | None = None, shared_key
                 action.required = False  # given by the recipe
     try:
         return parser.parse_args_into_dataclasses(args=args)
+    except UsageError as e:  # a value argparse refused: name the recipe when the value came from it
+        key = re.search(r"argument --(\w+)", str(e))
+        if recipe_path and key and key.group(1) in own and f"--{key.group(1)}" not in args:
+            raise RecipeError(f"{recipe_path}: {key.group(1)}: {str(e).split(': ', 2)[-1]}") from None
+        raise
     except ValueError as e:  # raised by the dataclasses' own checks
-        raise UsageError(f"invalid argument: {e}") from e
+        where = f"{recipe_path}: " if recipe_path and _names_recipe_key(str(e), own, args) else ""
+        raise UsageError(f"{where}invalid argument: {e}") from e
+
+
+def _names_recipe_key(message: str, recipe: dict[str, Any], args: list[str]) -> bool:
+    """Whether a check's message is about a value that came from the recipe, not from a flag."""
+    key = message.split(" ", 1)[0]
+    return key in recipe and f"--{key}" not in args

@@ -1,9 +1,10 @@
-"""Write the pipeline recipes recipes/<model>/<peft>/<data>.yaml from the tables below.
+"""Scaffold pipeline recipes recipes/<model>/<peft>/<data>.yaml from the tables below.
 
-Run from the repository root after editing this file; the YAML files are committed too:
+The YAML files are the source of truth and are edited by hand; this script only writes first versions, and
+never overwrites a recipe that exists (unless --overwrite). Run from the repository root:
 
-    python recipes/generate.py          # rewrite every recipe
-    python recipes/generate.py --check  # exit 1 if a committed recipe differs from what this writes
+    python recipes/generate.py --from llama-7b --model mistral-7b --model_name_or_path mistralai/Mistral-7B-v0.1
+    python recipes/generate.py          # write the shipped models' recipes that are missing
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 import yaml
 
 RECIPES = Path(__file__).resolve().parent
+sys.path.insert(0, str(RECIPES.parent))  # run as a script from the repository root
+
+from domainqa.run_folder import predictions_name  # noqa: E402 - needs the path above
 
 # Paper defaults (Guo et al. 2023): lr 5e-5, AdamW, linear warm-up, accumulation 32, ~1,024 tokens a batch.
 # PQA-L question + context is 212 words on average (411 at most), about 300-600 tokens with these tokenizers,
@@ -87,6 +91,7 @@ MODELS = {
         "mode": "score",  # fast on a CPU and never unparseable; --mode generate runs the paper's beam search
         "infer_batch_size": 16,
         "paper": False,
+        "note": "Not in the paper: the small model that runs on a CPU, same method.",
     },
 }
 
@@ -116,6 +121,16 @@ PAPER_ROWS = {
 }
 
 
+def new_model(source: str, model_name_or_path: str, title: str) -> dict:
+    """A model entry with the settings of `source` (precision, prompt format, LoRA modules, batch sizes), other
+    weights, and no claim to a paper row."""
+    spec = MODELS[source]
+    keys = {**spec["keys"], "model_name_or_path": model_name_or_path}
+    note = f"Not in the paper: {title} with the paper's method and the settings of {source}."
+    # A GPU model's copy keeps its `accelerate launch` command.
+    return {**spec, "title": title, "keys": keys, "paper": False, "note": note, "accelerate": spec["paper"]}
+
+
 def data_names(model: str) -> tuple[str, ...]:
     return PAPER_DATA + (LOCAL_DATA if model == "smollm2-135m" else ())
 
@@ -126,9 +141,9 @@ def accelerate_config(model: str) -> str:
     return "cpu.yaml" if model == "smollm2-135m" else "single_gpu.yaml"
 
 
-def recipe(model: str, peft: str, data: str) -> tuple[dict, str]:
-    """The recipe's keys and its comment header."""
-    spec = MODELS[model]
+def recipe(model: str, peft: str, data: str, spec: dict | None = None) -> tuple[dict, str]:
+    """The recipe's keys and its comment header (`spec`: the model's entry, default MODELS[model])."""
+    spec = spec or MODELS[model]
     keys = dict(spec["keys"])
     keys["peft_method"] = peft
     if peft == "lora":
@@ -155,13 +170,13 @@ def recipe(model: str, peft: str, data: str) -> tuple[dict, str]:
     elif spec["paper"]:
         reproduces = "A cell of the paper's grid with no reported number."
     else:
-        reproduces = "Not in the paper: the small model that runs on a CPU, same method."
+        reproduces = spec["note"]
     launch = (
         f"accelerate launch --config_file accelerate_configs/{accelerate_config(model)} train.py {path}"
-        if spec["paper"]
+        if spec.get("accelerate", spec["paper"])
         else f"python train.py {path}"
     )
-    predictions = f"{keys['output_dir']}/predictions_paper_test_{keys['mode']}.json"  # as infer.py names it
+    predictions = f"{keys['output_dir']}/{predictions_name('paper', 'test', keys['mode'])}.json"
     header = "\n".join(
         [
             f"# {spec['title']}, {'LoRA' if peft == 'lora' else 'prefix tuning'}, {data_text}.",
@@ -169,7 +184,7 @@ def recipe(model: str, peft: str, data: str) -> tuple[dict, str]:
             f"# Train: {launch}",
             f"# Predict: python infer.py {path}",
             f"# Score: python evaluate.py --predictions {predictions}",
-            "# Written by recipes/generate.py; edit that file and rerun it rather than this one.",
+            "# Edit this file by hand: it is the source of truth (recipes/generate.py wrote its first version).",
         ]
     )
     return keys, header
@@ -193,23 +208,40 @@ def render(keys: dict, header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="compare instead of writing")
+    parser.add_argument("--from", dest="source", choices=sorted(MODELS), help="copy this model's settings")
+    parser.add_argument("--model", help="with --from: the new model's folder name under recipes/ (e.g. mistral-7b)")
+    parser.add_argument("--model_name_or_path", help="with --from: the new model's Hub id or local folder")
+    parser.add_argument("--title", help="with --from: the model's name in the recipe headers (default --model)")
+    parser.add_argument("--recipes_dir", type=Path, default=RECIPES, help="where to write (default: this folder)")
+    parser.add_argument("--overwrite", action="store_true", help="replace recipes that exist (hand edits are lost)")
     args = parser.parse_args(argv)
-    stale = []
-    for model, peft, data in all_recipes():
-        path = RECIPES / model / peft / f"{data}.yaml"
-        text = render(*recipe(model, peft, data))
-        if args.check:
-            if not path.is_file() or path.read_text(encoding="utf-8") != text:
-                stale.append(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-    if stale:
-        print("out of date (run python recipes/generate.py):\n  " + "\n  ".join(stale), file=sys.stderr)
-        return 1
+    if args.source and not (args.model and args.model_name_or_path):
+        parser.error("--from needs --model and --model_name_or_path")
+    if args.source and args.model in MODELS:
+        parser.error(f"--model {args.model} is a shipped model; choose a new folder name")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    if args.source:
+        spec = new_model(args.source, args.model_name_or_path, args.title or args.model)
+        jobs = [(args.model, peft, data, spec) for peft in ("lora", "prefix") for data in data_names(args.source)]
+    else:
+        jobs = [(model, peft, data, None) for model, peft, data in all_recipes()]
+    kept = []
+    for model, peft, data, spec in jobs:
+        path = args.recipes_dir / model / peft / f"{data}.yaml"
+        if path.exists() and not args.overwrite:
+            kept.append(path)  # a recipe may carry hand edits: never replace it silently
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(*recipe(model, peft, data, spec)), encoding="utf-8")
+        print(f"wrote {path}")
+    if kept:
+        print(f"kept {len(kept)} existing recipe(s); --overwrite replaces them", file=sys.stderr)
     return 0
 
 

@@ -1,5 +1,7 @@
-"""Every pipeline recipe parses into the dataclasses of train.py and infer.py, names existing training data,
-and the accelerate configs load."""
+"""The recipes are the source of truth, edited by hand: every pipeline recipe parses into the dataclasses of
+train.py and infer.py, sets the keys a run needs and no unknown one, keeps the paper's settings where it claims
+them, and names existing training data; `--config` works as the positional recipe does; the accelerate
+configs load."""
 
 from __future__ import annotations
 
@@ -16,9 +18,10 @@ import pytest
 import yaml
 from trl import SFTConfig
 
+from augment.arguments import AugmentArguments
 from domainqa import arguments
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
-from domainqa.config import load_recipe, parse_args
+from domainqa.config import RecipeError, UsageError, load_recipe, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -33,12 +36,22 @@ COMBINED = "gpt-3.5-turbo+gpt-4-combinedqa"
 # train.py parses TRL's SFTConfig, or the project's subclass of it where domainqa.arguments has one.
 TRAIN_CONFIGS = [SFTConfig] + ([arguments.TrainingArguments] if hasattr(arguments, "TrainingArguments") else [])
 
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("recipes_generate", RECIPES / "generate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+# The paper's models and its grid: every one of these recipes must exist and keep the paper's set-up.
+PAPER_MODELS = ("biogpt-large", "llama-7b", "alpaca-7b")
+PAPER_DATA = (
+    "original",
+    *(f"{m}-{s}" for m in ("gpt-3.5-turbo", "gpt-4") for s in ("rewriteqa", "newqa", "combinedqa")),
+)
+PAPER_DATA += (COMBINED,)
+# Guo et al. 2023: lr 5e-5, AdamW, linear schedule with 10% warm-up, accumulation 32; beam search 5, repetition
+# penalty 2.0, temperature 0.8; LoRA rank 4.
+PAPER_TRAINING = {
+    "learning_rate": 5e-5, "optim": "adamw_torch", "lr_scheduler_type": "linear", "warmup_steps": 0.1,
+    "gradient_accumulation_steps": 32, "num_beams": 5, "repetition_penalty": 2.0, "temperature": 0.8,
+}  # fmt: skip
+# What every run needs from its recipe. bf16 must be explicit: TRL turns it on by default, which fails on CPUs
+# and V100s, so a recipe that leaves it out works on one machine and not on the next.
+REQUIRED_KEYS = ("model_name_or_path", "peft_method", "prompt_format", "output_dir", "bf16")
 
 
 def data_recipe_names() -> set[str]:
@@ -49,57 +62,153 @@ def merges() -> dict[str, list[str]]:
     return yaml.safe_load(MERGES.read_text(encoding="utf-8")) or {}
 
 
-def test_recipes_are_generated_and_complete():
-    gen = _generator()
-    assert gen.main(["--check"]) == 0, "a recipe differs from recipes/generate.py: run python recipes/generate.py"
-    expected = {RECIPES / m / p / f"{d}.yaml" for m, p, d in gen.all_recipes()}
-    assert set(PIPELINE_RECIPES) == expected, "recipes on disk that generate.py does not write (or the reverse)"
-    # 3 paper models x 2 PEFT x 8 data + SmolLM2 x 2 PEFT x 11 data
-    assert len(expected) == 3 * 2 * 8 + 2 * 11
+def claims_the_paper(model: str, text: str) -> bool:
+    """A recipe of one of the paper's models, or one whose header says it reproduces a row of the paper."""
+    return model in PAPER_MODELS or "Reproduces the paper" in text
 
 
-@pytest.mark.parametrize("path", PIPELINE_RECIPES, ids=IDS)
-def test_recipe_keys_and_layout(path):
+def recipe_problems(path: Path, recipes_dir: Path = RECIPES) -> list[str]:
+    """What is wrong with the pipeline recipe `path` (recipes_dir/<model>/<peft>/<data>.yaml); empty if nothing.
+    The same checks run on the shipped recipes and on a user's new one in a temporary folder."""
     recipe = load_recipe(path)
-    assert set(recipe) <= KEYS, f"unknown keys {sorted(set(recipe) - KEYS)}"
-    model, peft, data = path.relative_to(RECIPES).with_suffix("").parts
-    assert recipe["peft_method"] == peft
-    assert recipe["output_dir"] == f"outputs/{model}/{peft}/{data}"
-    assert ("train_data" in recipe) == (data != "original")
-    if data != "original":
-        assert recipe["train_data"] == f"outputs/augment/{data}"
     text = path.read_text(encoding="utf-8")
-    assert text.startswith("# "), "a recipe starts with a comment header"
-    assert f"train.py {path.relative_to(REPO)}" in text, "the header gives the command that runs the recipe"
-    # the paper's training set-up
-    assert recipe["learning_rate"] == 5e-5 and recipe["optim"] == "adamw_torch"
-    assert recipe["lr_scheduler_type"] == "linear" and recipe["warmup_steps"] == 0.1
-    assert recipe["gradient_accumulation_steps"] == 32
-    assert recipe["num_beams"] == 5 and recipe["repetition_penalty"] == 2.0 and recipe["temperature"] == 0.8
-    if peft == "lora":
-        assert recipe["lora_r"] == 4
-    else:
-        assert "lora_target_modules" not in recipe and recipe["num_virtual_tokens"] > 0
-    assert recipe["activation_checkpointing"] is (model != "smollm2-135m")
+    model, peft, data = path.relative_to(recipes_dir).with_suffix("").parts
+    problems = [f"unknown key {k}" for k in sorted(set(recipe) - KEYS)]
+    problems += [f"missing key {k}" for k in REQUIRED_KEYS if k not in recipe]
+    if problems:
+        return problems
+    if recipe["peft_method"] != peft:
+        problems.append(f"peft_method {recipe['peft_method']} in the {peft}/ folder")
+    # Two recipes writing into one folder would resume or overwrite each other's runs.
+    if recipe["output_dir"] != f"outputs/{model}/{peft}/{data}":
+        problems.append(f"output_dir {recipe['output_dir']} is not outputs/{model}/{peft}/{data}")
+    if ("train_data" in recipe) != (data != "original"):
+        problems.append("train_data must be set exactly when the data is not the original")
+    elif data != "original" and recipe["train_data"] != f"outputs/augment/{data}":
+        problems.append(f"train_data {recipe['train_data']} is not outputs/augment/{data}")
+    # A copied header that still names the recipe it was copied from gives the wrong command.
+    named = re.findall(r"train\.py (recipes/\S+\.yaml)", text)
+    own = f"recipes/{path.relative_to(recipes_dir).as_posix()}"
+    problems += [f"the header runs {other}, not {own}" for other in named if other != own]
+    if claims_the_paper(model, text):
+        problems += [
+            f"{key} {recipe.get(key)!r}: the paper's is {value!r}"
+            for key, value in PAPER_TRAINING.items()
+            if recipe.get(key) != value
+        ]
+        if peft == "lora" and recipe.get("lora_r") != 4:
+            problems.append(f"lora_r {recipe.get('lora_r')}: the paper's is 4")
+    return problems + parse_problems(path, recipe)
 
 
-@pytest.mark.parametrize("train_config", TRAIN_CONFIGS, ids=lambda c: c.__name__)
+def parse_problems(path: Path, recipe: dict) -> list[str]:
+    """The recipe through the real dataclasses of train.py (TRL's SFTConfig and the project's subclass) and
+    infer.py, as the scripts read it; the values must come through unchanged."""
+    problems = []
+    for train_config in TRAIN_CONFIGS:
+        try:
+            model_args, data_args, training_args = parse_args(
+                ModelArguments, DataArguments, train_config, args=[str(path)], shared_keys=KEYS
+            )
+            _, _, infer_args = parse_args(
+                ModelArguments, DataArguments, InferenceArguments, args=[str(path)], shared_keys=KEYS
+            )
+        except UsageError as e:
+            return [f"{train_config.__name__}: {e}"]
+        parsed = {**vars(model_args), **vars(data_args), **vars(infer_args), **training_args.to_dict()}
+        parsed["output_dir"] = training_args.output_dir  # infer's output_dir is the same key
+        for key in ("model_name_or_path", "prompt_format", "output_dir", "per_device_train_batch_size", "bf16"):
+            if key in recipe and parsed[key] != recipe[key]:
+                problems.append(f"{train_config.__name__}: {key} parsed as {parsed[key]!r}, recipe {recipe[key]!r}")
+        if infer_args.output_dir != recipe["output_dir"]:
+            problems.append(f"infer.py reads output_dir {infer_args.output_dir}")
+    return problems
+
+
 @pytest.mark.parametrize("path", PIPELINE_RECIPES, ids=IDS)
-def test_recipe_parses_for_train_and_infer(path, train_config):
-    recipe = load_recipe(path)
-    model_args, data_args, training_args = parse_args(
-        ModelArguments, DataArguments, train_config, args=[str(path)], shared_keys=KEYS
+def test_recipe(path):
+    assert recipe_problems(path) == []
+
+
+def test_the_paper_grid_is_shipped():
+    """Every experiment of the paper has its recipe: 3 models x 2 PEFT methods x 8 training data."""
+    missing = [
+        f"{m}/{p}/{d}.yaml"
+        for m in PAPER_MODELS
+        for p in ("lora", "prefix")
+        for d in PAPER_DATA
+        if not (RECIPES / m / p / f"{d}.yaml").is_file()
+    ]
+    assert not missing
+
+
+def _copy_for_a_new_model(tmp_path: Path) -> Path:
+    """What a user does to add a model: copy the closest recipe and edit it by hand."""
+    source = RECIPES / "llama-7b" / "lora" / "original.yaml"
+    path = tmp_path / "recipes" / "mistral-7b" / "lora" / "original.yaml"
+    path.parent.mkdir(parents=True)
+    text = source.read_text(encoding="utf-8").replace("llama-7b", "mistral-7b")
+    text = text.replace("huggyllama/llama-7b", "mistralai/Mistral-7B-v0.1").replace("LLaMA-7b", "Mistral-7B")
+    text = "\n".join(line for line in text.splitlines() if "Reproduces the paper" not in line) + "\n"
+    path.write_text(text + "lora_alpha: 16\nper_device_train_batch_size: 4\n", encoding="utf-8")
+    return path
+
+
+def test_a_hand_edited_recipe_for_a_new_model_passes(tmp_path):
+    path = _copy_for_a_new_model(tmp_path)
+    assert load_recipe(path)["lora_alpha"] == 16  # the later key wins, as in YAML
+    assert recipe_problems(path, tmp_path / "recipes") == []
+
+
+def test_the_checks_find_a_careless_copy(tmp_path):
+    path = _copy_for_a_new_model(tmp_path)
+    text = path.read_text(encoding="utf-8")
+    stale = text.replace("outputs/mistral-7b/", "outputs/llama-7b/").replace("learning_rate:", "learning_rat:")
+    path.write_text(stale.replace("train.py recipes/mistral-7b", "train.py recipes/llama-7b"), encoding="utf-8")
+    assert recipe_problems(path, tmp_path / "recipes") == ["unknown key learning_rat"]
+    path.write_text(stale.replace("learning_rat:", "learning_rate:"), encoding="utf-8")
+    problems = recipe_problems(path, tmp_path / "recipes")
+    assert "output_dir outputs/llama-7b/lora/original is not outputs/mistral-7b/lora/original" in problems
+    path.write_text(text.replace("gradient_accumulation_steps: 32", "gradient_accumulation_steps: 8"))
+    path.rename(renamed := tmp_path / "recipes" / "mistral-7b" / "lora" / "elsewhere.yaml")
+    problems = recipe_problems(renamed, tmp_path / "recipes")
+    assert (
+        "the header runs recipes/mistral-7b/lora/original.yaml, not recipes/mistral-7b/lora/elsewhere.yaml" in problems
     )
-    assert model_args.model_name_or_path == recipe["model_name_or_path"]
-    assert data_args.prompt_format == recipe["prompt_format"]
-    assert training_args.output_dir == recipe["output_dir"]
-    assert training_args.per_device_train_batch_size == recipe["per_device_train_batch_size"]
-    assert training_args.warmup_steps == 0.1
-    assert not training_args.bf16, "bf16 must be off: TRL turns it on by default, which fails on CPUs and V100s"
-    assert training_args.activation_checkpointing is recipe["activation_checkpointing"]
-    _, _, infer_args = parse_args(ModelArguments, DataArguments, InferenceArguments, args=[str(path)], shared_keys=KEYS)
-    assert infer_args.output_dir == recipe["output_dir"] and infer_args.mode == recipe["mode"]
-    assert infer_args.num_beams == 5
+    assert "output_dir outputs/mistral-7b/lora/original is not outputs/mistral-7b/lora/elsewhere" in problems
+
+
+def test_a_paper_model_recipe_keeps_the_paper_settings(tmp_path):
+    folder = tmp_path / "recipes" / "biogpt-large" / "prefix"
+    folder.mkdir(parents=True)
+    source = RECIPES / "biogpt-large" / "prefix" / "gpt-4-newqa.yaml"
+    text = source.read_text(encoding="utf-8").replace("num_beams: 5", "num_beams: 1").replace("5.0e-05", "1.0e-04")
+    (folder / "gpt-4-newqa.yaml").write_text(text, encoding="utf-8")
+    problems = recipe_problems(folder / "gpt-4-newqa.yaml", tmp_path / "recipes")
+    assert problems == ["learning_rate 0.0001: the paper's is 5e-05", "num_beams 1: the paper's is 5"]
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("recipes_generate", RECIPES / "generate.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generate_scaffolds_a_new_model_that_passes(tmp_path, capsys):
+    gen = _generator()
+    argv = ["--from", "smollm2-135m", "--model", "qwen2-0.5b", "--model_name_or_path", "Qwen/Qwen2-0.5B-Instruct"]
+    assert gen.main([*argv, "--recipes_dir", str(tmp_path)]) == 0
+    written = sorted(tmp_path.glob("qwen2-0.5b/*/*.yaml"))
+    assert len(written) == 2 * 11  # SmolLM2's data list: the paper's 8 and the 3 local-backend data sets
+    for path in written:
+        assert recipe_problems(path, tmp_path) == [], path
+    assert load_recipe(written[0])["model_name_or_path"] == "Qwen/Qwen2-0.5B-Instruct"
+    edited = written[0].read_text(encoding="utf-8") + "num_train_epochs: 3\n"
+    written[0].write_text(edited, encoding="utf-8")
+    assert gen.main([*argv, "--recipes_dir", str(tmp_path)]) == 0
+    assert written[0].read_text(encoding="utf-8") == edited, "a hand edit was overwritten"
+    assert "kept 22 existing recipe(s)" in capsys.readouterr().err
 
 
 def test_flags_override_a_recipe():
@@ -108,6 +217,59 @@ def test_flags_override_a_recipe():
         ModelArguments, DataArguments, SFTConfig, args=[path, "--num_train_epochs", "1"], shared_keys=KEYS
     )
     assert training_args.num_train_epochs == 1
+
+
+# --- the recipe as --config -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["--config", "--config="])
+def test_config_flag_reads_the_recipe_as_the_positional_does(form):
+    path = str(RECIPES / "llama-7b" / "lora" / "original.yaml")
+    classes = (ModelArguments, DataArguments, InferenceArguments)
+    positional = parse_args(*classes, args=[path, "--batch_size", "3"], shared_keys=KEYS)
+    flag = [form + path] if form.endswith("=") else [form, path]
+    assert parse_args(*classes, args=["--batch_size", "3", *flag], shared_keys=KEYS) == positional
+    assert positional[2].batch_size == 3 and positional[0].model_name_or_path == "huggyllama/llama-7b"
+
+
+def test_config_flag_for_augment_and_sweep():
+    augment = AUGMENT_RECIPES / "gpt-4-newqa.yaml"
+    assert parse_args(AugmentArguments, args=["--config", str(augment)]) == parse_args(
+        AugmentArguments, args=[str(augment)]
+    )
+    result = subprocess.run(
+        [sys.executable, "sweep.py", "--config", "recipes/sweeps/smollm2-135m-peft.yaml", "--dry_run"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "python train.py recipes/smollm2-135m/lora/original.yaml" in result.stdout
+
+
+@pytest.mark.parametrize("script", ["train", "infer", "evaluate", "calibrate"])
+def test_scripts_take_config(script, tmp_path):
+    """Each script reads the recipe given by --config: its unknown key is named, before anything loads."""
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("learning_rate: 1.0e-4\nlearning_rat: 1\n", encoding="utf-8")
+    main = importlib.import_module(script).main
+    with pytest.raises(RecipeError, match=rf"^{re.escape(str(recipe))}: unknown key\(s\) learning_rat$"):
+        main(["--output_dir", str(tmp_path / "out"), "--config", str(recipe)])
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["recipes/llama-7b/lora/original.yaml", "--config", "recipes/llama-7b/lora/original.yaml"],
+            "one recipe at a time",
+        ),
+        (["--config"], "--config needs a recipe file"),
+        (["--config", "--batch_size", "3"], "--config needs a recipe file"),
+        (["--config", "recipes/no-such-recipe.yaml"], "recipes/no-such-recipe.yaml: cannot read recipe"),
+    ],
+)
+def test_config_flag_misuse_is_one_line(args, message):
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse_args(ModelArguments, DataArguments, InferenceArguments, args=args, shared_keys=KEYS)
 
 
 def test_merge_entries_name_data_recipes():
@@ -265,7 +427,12 @@ def test_cpu_2proc_runs_two_gloo_processes(tmp_path):
     assert found == ["rank 0/2 gloo 3", "rank 1/2 gloo 3"], result.stdout
 
 
-def test_readme_lists_every_recipe():
+def test_readme_lists_the_shipped_recipes():
+    """The table lists every recipe of the paper's models and SmolLM2 (a user's new model need not be added),
+    and every recipe it links exists."""
     readme = (RECIPES / "README.md").read_text(encoding="utf-8")
-    missing = [i for i in IDS if f"({i})" not in readme]
+    shipped = [i for i in IDS if i.split("/")[0] in (*PAPER_MODELS, "smollm2-135m")]
+    missing = [i for i in shipped if f"({i})" not in readme]
     assert not missing, f"recipes/README.md does not list {missing}"
+    linked = re.findall(r"\]\(([\w.+-]+/(?:lora|prefix)/[\w.+-]+\.yaml)\)", readme)
+    assert linked and [i for i in linked if not (RECIPES / i).is_file()] == []
