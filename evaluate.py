@@ -19,14 +19,14 @@ def ground_truth(data_args: DataArguments, eval_args: EvaluationArguments) -> di
     if eval_args.ground_truth_file:
         truth, _ = read_predictions(eval_args.ground_truth_file)  # the same {PMID: label} format
         return truth
-    test = load_task_data(data_args.dataset_path, data_args.split, data_args.fold)["test"]
-    return {e["id"]: e["final_decision"] for e in test}
+    part = load_task_data(data_args.dataset_path, data_args.split, data_args.fold)[eval_args.eval_split]
+    return {e["id"]: e["final_decision"] for e in part}
 
 
 def markdown_table(results: dict[str, dict]) -> str:
     lines = [
-        "| predictions | accuracy | 95% CI | macro-F1 | 95% CI | unparsed |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| predictions | accuracy | 95% CI | macro-F1 | 95% CI | predicted yes/no/maybe | unparsed |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def interval(metrics: dict, name: str) -> str:
@@ -35,14 +35,15 @@ def markdown_table(results: dict[str, dict]) -> str:
 
     for name, m in results.items():
         unparsed = "n/a" if m.get("num_unparsed") is None else str(m["num_unparsed"])
+        shares = "/".join(str(n) for n in m["predicted_distribution"].values())
         lines.append(
             f"| {name} | {m['accuracy']:.3f} | {interval(m, 'accuracy')} | {m['macro_f1']:.3f} "
-            f"| {interval(m, 'macro_f1')} | {unparsed} |"
+            f"| {interval(m, 'macro_f1')} | {shares} | {unparsed} |"
         )
     first = next(iter(results.values()))
     baseline = first["majority_baseline"]
     lines.append(
-        f"| majority class ({baseline['label']}) | {baseline['accuracy']:.3f} | | {baseline['macro_f1']:.3f} | | |"
+        f"| majority class ({baseline['label']}) | {baseline['accuracy']:.3f} | | {baseline['macro_f1']:.3f} | | | |"
     )
     return "\n".join(lines)
 

@@ -22,14 +22,35 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
+from domainqa.calibration import calibrate_rows, load_calibration
+from domainqa.classifier import (
+    check_classifier_inference,
+    classify,
+    is_classifier_model,
+    load_classifier_for_inference,
+    uses_classifier,
+)
 from domainqa.config import UsageError, parse_args, run_cli
-from domainqa.data import load_task_data
+from domainqa.data import FIELDS, load_task_data
 from domainqa.hub import load_hub_run_config
 from domainqa.inference import generate_answers, score_labels
 from domainqa.io import atomic_write_json
-from domainqa.modeling import load_for_inference
-from domainqa.predictions import write_predictions
+from domainqa.modeling import load_for_inference, resolve_model_path
+from domainqa.predictions import cut_to_complete_rows, read_complete_rows, write_predictions
 from domainqa.prompts import PromptFormat
+from domainqa.run_folder import (
+    as_json,
+    calibrated_stem,
+    content_hash,
+    data_hash,
+    differences,
+    lock_run_folder,
+    partial_file,
+    predictions_files,
+    predictions_name,
+    refuse_mismatch,
+    release_run_folder,
+)
 from domainqa.runs import PROMPT_FIELDS, load_run_config
 
 logger = logging.getLogger(__name__)
@@ -73,38 +94,60 @@ def main(args: list[str] | None = None) -> dict:
 
     trained = find_trained_model(infer_args)
     align_with_training(model_args, data_args, trained)
+    classifier = uses_classifier(model_args.task_type, model_args.model_name_or_path, trained)
+    if classifier:
+        check_classifier_inference(trained, infer_args.mode)
     items = load_task_data(data_args.dataset_path, data_args.split, data_args.fold)[infer_args.eval_split]
     items = items[: data_args.max_eval_samples]
+    lock_run_folder(infer_args.output_dir, "infer.py")  # the main process, before any process writes
+    state.wait_for_everyone()
     if trained is None:
         logger.warning("No trained model in %s: predicting zero-shot with the base model", infer_args.output_dir)
 
-    model, tokenizer = load_for_inference(model_args.model_name_or_path, trained, model_args.dtype)
-    model.to(state.device)
-    prompt_format = PromptFormat(data_args.prompt_format, tokenizer, data_args.answer_style, data_args.system_prompt)
-    if infer_args.mode == "score":
-        prompt_format.scoring_context(items[0])  # fails early for formats that cannot be scored
-
-    stem = Path(infer_args.output_dir) / (
-        infer_args.predictions_name or f"predictions_{data_args.split}_{infer_args.eval_split}_{infer_args.mode}"
+    stem = Path(infer_args.output_dir) / predictions_name(
+        data_args.split, infer_args.eval_split, infer_args.mode, infer_args.predictions_name
     )
     settings = {
         "model": model_args.model_name_or_path,
         "trained_model": trained,
+        # Contents, not names: a retrained adapter or an edited data file under the same path is another run.
+        "model_hash": content_hash(resolve_model_path(model_args.model_name_or_path)),
+        "adapter_hash": content_hash(trained),
+        "data_hash": data_hash(items, FIELDS),
         **asdict(data_args),
         **asdict(infer_args),
     }
+    partial = partial_file(stem, state.process_index)
+    _read_partial(partial, resume_key(settings), infer_args.overwrite_output_dir)  # refuses a changed run now
+
+    load = load_classifier_for_inference if classifier else load_for_inference
+    model, tokenizer = load(model_args.model_name_or_path, trained, model_args.dtype)
+    model.to(state.device)
+    prompt_format = None  # a classifier reads question and context as a text pair, no prompt
+    if not classifier:
+        prompt_format = PromptFormat(
+            data_args.prompt_format, tokenizer, data_args.answer_style, data_args.system_prompt
+        )
+    if infer_args.mode == "score" and prompt_format is not None:
+        prompt_format.scoring_context(items[0])  # fails early for formats that cannot be scored
+
     start = time.perf_counter()
     with state.split_between_processes(items) as shard:
-        partial = stem.with_name(f"{stem.name}.partial{state.process_index}.jsonl")
         predict_resumable(model, tokenizer, prompt_format, shard, infer_args, partial, resume_key(settings))
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
     seconds = time.perf_counter() - start
-    partials = [stem.with_name(f"{stem.name}.partial{i}.jsonl") for i in range(state.num_processes)]
-    done = {row["id"]: row for path in partials for row in _read_partial(path, resume_key(settings))}
+    partials = [partial_file(stem, i) for i in range(state.num_processes)]
+    done = {row["id"]: row for path in partials for row in _read_partial(path, resume_key(settings))[0]}
+    missing = [e["id"] for e in items if e["id"] not in done]
+    if missing:  # a shard that did not finish; its rows are kept for the next run
+        raise RuntimeError(f"{len(missing)} item(s) missing from {partials[0].name}..: {', '.join(missing[:5])}")
     rows = [{**done[e["id"]], "label": e["final_decision"]} for e in items]
     write_predictions(stem, rows, infer_args.unparsed_fallback)
+    calibration = load_calibration(infer_args.output_dir) if infer_args.mode == "score" else None
+    if calibration:
+        write_calibrated_predictions(stem, rows, calibration, infer_args.unparsed_fallback)
     meta = {
         "num_examples": len(rows),
         "num_unparsed": sum(not r["parsed"] for r in rows),
@@ -112,17 +155,32 @@ def main(args: list[str] | None = None) -> dict:
         "processes": state.num_processes,
         **settings,
     }
-    atomic_write_json(stem.with_suffix(".meta.json"), meta)
+    atomic_write_json(predictions_files(stem)["meta"], meta)
     for path in partials:
         path.unlink(missing_ok=True)
+    release_run_folder(infer_args.output_dir)
     logger.info("Wrote %s.json (%d items, %d unparsed)", stem, len(rows), meta["num_unparsed"])
     return meta
 
 
-# The settings that change what a row says; a partial file made under others is not resumed.
+def write_calibrated_predictions(stem: Path, rows: list[dict], calibration: dict, unparsed_fallback: str) -> None:
+    """<stem>_calibrated.*: the same label scores decided with the run's calibration, unless it was fitted on
+    these very items (then it would score itself)."""
+    if set(calibration["ids"]) & {row["id"] for row in rows}:
+        logger.warning("Not writing calibrated predictions: the calibration was fitted on some of these items")
+        return
+    calibrated = calibrated_stem(stem)
+    write_predictions(calibrated, calibrate_rows(rows, calibration["bias"]), unparsed_fallback)
+    meta = {key: calibration[key] for key in ("bias", "fitted_on", "num_examples", "raw", "calibrated")}
+    atomic_write_json(predictions_files(calibrated)["meta"], {"raw_predictions": str(stem), "calibration": meta})
+    logger.info("Wrote %s.json (calibration fitted on %s items)", calibrated, calibration["fitted_on"])
+
+
+# The settings that change what a row says; a partial file made under others is not resumed. The data
+# file counts by its content (data_hash), so a moved copy of it resumes.
 PREDICTION_SETTINGS = (
-    "model", "trained_model", "dataset_path", "split", "fold", "prompt_format", "answer_style", "system_prompt",
-    "eval_split", "mode", "num_beams", "repetition_penalty", "max_new_tokens",
+    "model", "trained_model", "model_hash", "adapter_hash", "data_hash", "split", "fold", "prompt_format",
+    "answer_style", "system_prompt", "eval_split", "mode", "num_beams", "repetition_penalty", "max_new_tokens",
 )  # fmt: skip
 
 
@@ -130,33 +188,35 @@ def resume_key(settings: dict) -> dict:
     return {name: settings[name] for name in PREDICTION_SETTINGS}
 
 
-def _read_partial(path: Path, settings: dict) -> list[dict]:
-    """Rows already predicted under the same settings; a line cut off by a kill is ignored."""
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    rows = []
-    for line in lines:
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    if not rows or rows[0].get("settings") != json.loads(json.dumps(settings)):
-        return []
-    return rows[1:]
+def _read_partial(path: Path, settings: dict, overwrite: bool = False) -> tuple[list[dict], int]:
+    """Rows already predicted under the same settings, and the bytes they fill: a line cut off by a
+    kill or a full disk ends them. Rows made under other settings are refused, or with `overwrite`
+    dropped, so that one file never holds rows of two runs."""
+    rows, length = read_complete_rows(path)
+    if not rows or not isinstance(rows[0].get("settings"), dict):
+        return [], 0  # nothing yet, or only a cut-off header
+    changed = differences(rows[0]["settings"], as_json(settings))
+    if changed and not overwrite:
+        refuse_mismatch(str(path), changed, "--overwrite_output_dir true")
+    if changed or any("id" not in row for row in rows[1:]):
+        return [], 0
+    return rows[1:], length
 
 
 def predict_resumable(model, tokenizer, prompt_format, items, args, partial: Path, settings: dict) -> None:
     """Predict the items not yet in `partial`, appending each row as soon as it exists."""
-    done = {row["id"] for row in _read_partial(partial, settings)}
+    done_rows, length = _read_partial(partial, settings, args.overwrite_output_dir)
+    done = {row["id"] for row in done_rows}
     if not done:
         partial.parent.mkdir(parents=True, exist_ok=True)
         partial.write_text(json.dumps({"settings": settings}) + "\n", encoding="utf-8")
     else:
+        cut_to_complete_rows(partial, length)  # appended rows must not continue a cut-off line
         logger.info("Resuming: %d of %d items already predicted in %s", len(done), len(items), partial)
     todo = [e for e in items if e["id"] not in done]
     if args.mode == "score":
-        rows = score_labels(model, tokenizer, prompt_format, todo, args.batch_size)
+        score = classify if is_classifier_model(model) else score_labels
+        rows = score(model, tokenizer, prompt_format, todo, args.batch_size)
     else:
         rows = generate_answers(
             model,
@@ -168,11 +228,14 @@ def predict_resumable(model, tokenizer, prompt_format, items, args, partial: Pat
             repetition_penalty=args.repetition_penalty,
             max_new_tokens=args.max_new_tokens,
         )
-    with partial.open("a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(done), unit="ex") as progress:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            progress.update(1)
+    try:
+        with partial.open("a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(done), unit="ex") as bar:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                bar.update(1)
+    except OSError as e:  # a full disk: name the file (a rerun keeps its complete rows)
+        raise OSError(e.errno, e.strerror, str(partial)) from e
 
 
 if __name__ == "__main__":

@@ -11,18 +11,38 @@ import logging
 
 import datasets
 import transformers
-from transformers import set_seed
+from transformers import EarlyStoppingCallback, set_seed
 
 from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments, pipeline_keys
+from domainqa.classifier import uses_classifier
+from domainqa.classifier_training import train_classifier
 from domainqa.config import UsageError, parse_args, run_cli
 from domainqa.data import load_task_data
 from domainqa.hub import push_run
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
-from domainqa.runs import last_complete_checkpoint, save_run_config, training_dataset
-from domainqa.trainer import AnswerLossSFTTrainer
+from domainqa.run_folder import release_run_folder, start_training_run, training_fingerprint
+from domainqa.runs import (
+    TRAINING_CURVES,
+    plot_training_curves,
+    save_run_config,
+    training_dataset,
+)
+from domainqa.trainer import AnswerLossSFTTrainer, balanced_class_weights
 
 logger = logging.getLogger(__name__)
+
+
+def early_stopping(training_args: TrainingArguments) -> list:
+    if training_args.early_stopping_patience is None:
+        return []
+    if not training_args.load_best_model_at_end or not training_args.metric_for_best_model:
+        raise UsageError("early_stopping_patience needs load_best_model_at_end and metric_for_best_model")
+    return [EarlyStoppingCallback(early_stopping_patience=training_args.early_stopping_patience)]
+
+
+def answer_is_scorable(prompt_format: PromptFormat) -> bool:
+    return prompt_format.answer_style == "direct"
 
 
 def main(args: list[str] | None = None) -> dict:
@@ -41,16 +61,34 @@ def main(args: list[str] | None = None) -> dict:
     hub_token, training_args.hub_token = training_args.hub_token, None
     if push_to_hub and not training_args.hub_model_id:
         raise UsageError("--push_to_hub needs --hub_model_id user/name")
+    if uses_classifier(model_args.task_type, model_args.model_name_or_path):  # encoders: a label head, no prompts
+        return train_classifier(model_args, data_args, training_args, early_stopping(training_args), push_to_hub,
+                                hub_token)  # fmt: skip
 
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
     parts = load_task_data(data_args.dataset_path, data_args.split, data_args.fold, data_args.train_data)
     tokenizer = load_tokenizer(model_args.model_name_or_path)
     prompt_format = PromptFormat(data_args.prompt_format, tokenizer, data_args.answer_style, data_args.system_prompt)
-    train_dataset = training_dataset(parts["train"], prompt_format, data_args.max_train_samples)
-    eval_dataset = training_dataset(parts["validation"], prompt_format, data_args.max_eval_samples)
+    if training_args.loss_on == "label":
+        prompt_format.scoring_context(parts["train"][0])  # label-only loss needs answer_style direct
+    train_items = parts["train"][: data_args.max_train_samples]
+    validation_items = parts["validation"][: data_args.max_eval_samples]
+    train_dataset = training_dataset(train_items, prompt_format, loss_on=training_args.loss_on)
+    eval_dataset = training_dataset(validation_items, prompt_format, loss_on=training_args.loss_on)
+    class_weights = (
+        balanced_class_weights(tokenizer, prompt_format, train_items) if training_args.class_weighted_loss else None
+    )
     logger.info("Training on %d examples, validating on %d", len(train_dataset), len(eval_dataset))
 
-    checkpoint = training_args.resume_from_checkpoint or last_complete_checkpoint(training_args.output_dir)
+    # Resume only a run made under the same fingerprint; the main process locks the folder and decides first.
+    fingerprint = training_fingerprint(model_args, data_args, training_args, train_items, validation_items)
+    with training_args.main_process_first(local=False, desc="checking the run folder"):
+        checkpoint = start_training_run(
+            training_args.output_dir,
+            fingerprint,
+            training_args.overwrite_output_dir,
+            training_args.resume_from_checkpoint,
+        )
     if checkpoint:
         logger.info("Resuming from %s", checkpoint)
 
@@ -63,6 +101,8 @@ def main(args: list[str] | None = None) -> dict:
         lora_dropout=model_args.lora_dropout,
         lora_target_modules=model_args.lora_target_modules,
         num_virtual_tokens=model_args.num_virtual_tokens,
+        lora_top_layers=model_args.lora_top_layers,
+        num_layers=getattr(model.config, "num_hidden_layers", None),
     )
     trainer = AnswerLossSFTTrainer(
         model=model,
@@ -71,6 +111,11 @@ def main(args: list[str] | None = None) -> dict:
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
+        callbacks=early_stopping(training_args),
+        class_weights=class_weights,
+        scoring_examples=validation_items if answer_is_scorable(prompt_format) else None,
+        prompt_format=prompt_format,
+        scoring_batch_size=training_args.per_device_eval_batch_size,
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
 
@@ -85,6 +130,7 @@ def main(args: list[str] | None = None) -> dict:
     trainer.save_state()
     if trainer.is_world_process_zero():
         save_run_config(training_args.output_dir, model_args, data_args, training_args)
+        plot_training_curves(trainer.state.log_history, f"{training_args.output_dir}/{TRAINING_CURVES}")
         if push_to_hub:
             push_run(
                 training_args.output_dir,
@@ -92,6 +138,7 @@ def main(args: list[str] | None = None) -> dict:
                 hub_token,
                 training_args.hub_private_repo,
             )
+    release_run_folder(training_args.output_dir)
     return metrics
 
 

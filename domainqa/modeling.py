@@ -68,6 +68,10 @@ def embedded_model_path() -> Path:
 
 
 def resolve_model_path(name_or_path: str) -> str:
+    from .classifier import EMBEDDED_ENCODER, embedded_encoder_path  # the encoder lives with the classifier code
+
+    if name_or_path == EMBEDDED_ENCODER:
+        return str(embedded_encoder_path())
     return str(embedded_model_path()) if name_or_path == EMBEDDED_MODEL else name_or_path
 
 
@@ -106,6 +110,8 @@ def build_peft_config(
     lora_dropout: float = 0.05,
     lora_target_modules: list[str] | None = None,
     num_virtual_tokens: int = 16,
+    lora_top_layers: int | None = None,
+    num_layers: int | None = None,
 ):
     """A PEFT config for `method`, or None for full fine-tuning."""
     from peft import LoraConfig, PrefixTuningConfig, TaskType
@@ -114,6 +120,10 @@ def build_peft_config(
         return None
     if method == "lora":
         targets = lora_target_modules or default_lora_targets(model_type)
+        if targets == ["all-linear"]:  # PEFT's shorthand for every linear layer but the output head
+            if lora_top_layers is not None:
+                raise UsageError("lora_top_layers needs lora_target_modules named one by one, not all-linear")
+            targets = "all-linear"
         if not targets:
             raise UsageError(f"no default LoRA target modules for model type {model_type!r}; set lora_target_modules")
         return LoraConfig(
@@ -122,10 +132,19 @@ def build_peft_config(
             lora_alpha=lora_alpha,
             lora_dropout=lora_dropout,
             target_modules=targets,
+            layers_to_transform=top_layers(lora_top_layers, num_layers),
         )
     if method == "prefix":
         return PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=num_virtual_tokens)
     raise UsageError(f"peft_method must be one of {', '.join(PEFT_METHODS)}, got {method!r}")
+
+
+def top_layers(count: int | None, num_layers: int | None) -> list[int] | None:
+    if count is None:
+        return None
+    if not num_layers or not 1 <= count <= num_layers:
+        raise UsageError(f"lora_top_layers must be between 1 and the model's {num_layers} layers, got {count}")
+    return list(range(num_layers - count, num_layers))
 
 
 def load_for_inference(

@@ -73,7 +73,13 @@ class PromptFormat:
     def label_text(label: str) -> str:
         return f" {label}."
 
-    def training_pair(self, example: Example) -> dict[str, str]:
+    def training_pair(self, example: Example, loss_on: str = "answer") -> dict[str, str]:
+        """The prompt and the completion that carries the loss: the whole answer, or (`loss_on="label"`)
+        only what follows the lead-in, the decision and its period, exactly the text label scoring compares
+        (the trainer appends the end of turn; a completion without the period would teach the model that no
+        period follows a label, and the scores of the three labels' periods would then decide)."""
+        if loss_on == "label":
+            return {"prompt": self.scoring_context(example), "completion": self.label_text(example["final_decision"])}
         return {"prompt": self.prompt(example), "completion": self.completion(example)}
 
 

@@ -4,43 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from pathlib import Path
 
 import yaml
 from datasets import Dataset
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .data import Example
 from .io import atomic_write_text
 from .prompts import PromptFormat
+from .run_folder import RUN_CONFIG, TRAINING_CURVES, last_complete_checkpoint  # noqa: F401 - the names live there
 
 logger = logging.getLogger(__name__)
 
-RUN_CONFIG = "run_config.yaml"
 SECRET_KEYS = {"hub_token", "push_to_hub_token"}
 # Fields of a run that inference must share with training, or its prompts differ from the trained ones.
 PROMPT_FIELDS = ("model_name_or_path", "prompt_format", "answer_style", "system_prompt")
 
 
-def training_dataset(examples: list[Example], prompt_format: PromptFormat, limit: int | None = None) -> Dataset:
+def training_dataset(
+    examples: list[Example], prompt_format: PromptFormat, limit: int | None = None, loss_on: str = "answer"
+) -> Dataset:
     """Prompt/completion pairs, the layout in which TRL puts the loss on the completion only."""
-    rows = [prompt_format.training_pair(e) for e in examples[:limit]]
+    rows = [prompt_format.training_pair(e, loss_on) for e in examples[:limit]]
     return Dataset.from_list(rows)
-
-
-def last_complete_checkpoint(output_dir: str) -> str | None:
-    """The newest checkpoint that finished saving. The Trainer writes trainer_state.json last, so a
-    checkpoint without it was cut off mid-save (a kill) and is passed over."""
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    checkpoints = [p for p in folder.iterdir() if p.is_dir() and re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-\d+", p.name)]
-    for checkpoint in sorted(checkpoints, key=lambda p: int(p.name.rsplit("-", 1)[1]), reverse=True):
-        if (checkpoint / "trainer_state.json").is_file():
-            return str(checkpoint)
-        logger.warning("Passing over %s: it was not completely saved", checkpoint)
-    return None
 
 
 def save_run_config(output_dir: str, *argument_objects) -> None:
@@ -59,3 +45,32 @@ def save_run_config(output_dir: str, *argument_objects) -> None:
 def load_run_config(folder: str) -> dict:
     path = Path(folder) / RUN_CONFIG
     return yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def plot_training_curves(log_history: list[dict], path: str) -> None:
+    """Training and validation loss, and validation accuracy / macro-F1 of label scoring, by step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(key: str) -> tuple[list, list]:
+        points = [(entry["step"], entry[key]) for entry in log_history if key in entry]
+        return [s for s, _ in points], [v for _, v in points]
+
+    fig, (losses, scores) = plt.subplots(1, 2, figsize=(10, 3.8))
+    curves = (("loss", "training loss (per completion token)"), ("eval_loss", "validation loss (true label's NLL)"))
+    for key, label in curves:
+        losses.plot(*series(key), marker="." if key == "eval_loss" else None, label=label)
+    for key, label in (("eval_accuracy", "validation accuracy"), ("eval_macro_f1", "validation macro-F1")):
+        scores.plot(*series(key), marker="o", label=label)
+    losses.set(xlabel="optimizer step", ylabel="loss")
+    scores.set(xlabel="optimizer step", ylabel="label scoring", ylim=(0, 1))
+    for axes in (losses, scores):
+        axes.legend()
+        axes.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = Path(path).with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)

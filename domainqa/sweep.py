@@ -45,6 +45,7 @@ from .arguments import (
 )
 from .config import field_names, load_recipe
 from .io import atomic_write_json, atomic_write_text
+from .run_folder import METRICS, TRAIN_RESULTS, TRAINER_STATE, predictions_files, predictions_name
 
 logger = logging.getLogger(__name__)
 
@@ -221,13 +222,12 @@ def _resolved(point: Point, key: str, cls: type) -> Any:
 
 
 def predictions_stem(point: Point, point_dir: Path) -> Path:
-    name = _resolved(point, "predictions_name", InferenceArguments)
-    if not name:
-        split = _resolved(point, "split", DataArguments)
-        eval_split = _resolved(point, "eval_split", InferenceArguments)
-        mode = _resolved(point, "mode", InferenceArguments)
-        name = f"predictions_{split}_{eval_split}_{mode}"
-    return point_dir / name
+    return point_dir / predictions_name(
+        _resolved(point, "split", DataArguments),
+        _resolved(point, "eval_split", InferenceArguments),
+        _resolved(point, "mode", InferenceArguments),
+        _resolved(point, "predictions_name", InferenceArguments),
+    )
 
 
 def point_commands(point: Point, point_dir: Path) -> dict[str, list[str]]:
@@ -243,10 +243,10 @@ def point_commands(point: Point, point_dir: Path) -> dict[str, list[str]]:
             point.recipe,
             *_flags(own("evaluate")),
             "--predictions",
-            f"{stem}.json",
+            str(predictions_files(stem)["official"]),
             "--allow_partial",
             "--output_file",
-            str(point_dir / "metrics.json"),
+            str(point_dir / METRICS),
         ],
     }
     if point.train:
@@ -279,7 +279,7 @@ def run_script(script: str, args: list[str], launcher: str, log_file: Path) -> A
 
 def run_point(point: Point, point_dir: Path, launcher: str) -> str:
     """Bring one point to the finished state; returns what was done ("skipped" when it was finished)."""
-    metrics_file = point_dir / "metrics.json"
+    metrics_file = point_dir / METRICS
     if metrics_file.is_file():
         return "skipped"
     commands = point_commands(point, point_dir)
@@ -300,9 +300,9 @@ def run_point(point: Point, point_dir: Path, launcher: str) -> str:
     atomic_write_json(record_file, {**record, "seconds": timings})
     stem = predictions_stem(point, point_dir)
     for script, args in commands.items():
-        if script == "train" and (point_dir / "train_results.json").is_file():
+        if script == "train" and (point_dir / TRAIN_RESULTS).is_file():
             continue  # trained (an interrupted point stopped later)
-        if script == "infer" and Path(f"{stem}.json").is_file():
+        if script == "infer" and predictions_files(stem)["official"].is_file():
             continue
         start = time.perf_counter()
         run_script(script, args, launcher, point_dir / f"{script}.log")
@@ -324,7 +324,7 @@ def run_sweep(args: SweepArguments) -> dict:
                 continue
             point_dir = sweep_dir / point.name
             if args.dry_run:
-                if not (point_dir / "metrics.json").is_file():
+                if not (point_dir / METRICS).is_file():
                     for script, cmd in point_commands(point, point_dir).items():
                         print(shell_line(script, cmd))
                 continue
@@ -355,13 +355,13 @@ def _read_json(path: Path) -> dict | None:
 
 
 def point_result(point: Point, point_dir: Path) -> dict | None:
-    metrics = _read_json(point_dir / "metrics.json")
+    metrics = _read_json(point_dir / METRICS)
     if metrics is None:
         return None
     record = _read_json(point_dir / "point.json") or {}
-    train = _read_json(point_dir / "train_results.json") or {}
-    state = _read_json(point_dir / "trainer_state.json") or {}
-    meta = _read_json(Path(f"{predictions_stem(point, point_dir)}.meta.json")) or {}
+    train = _read_json(point_dir / TRAIN_RESULTS) or {}
+    state = _read_json(point_dir / TRAINER_STATE) or {}
+    meta = _read_json(predictions_files(predictions_stem(point, point_dir))["meta"]) or {}
     return {
         **{k: v for k, v in asdict(point).items() if k != "train"},
         "accuracy": metrics["accuracy"],
@@ -515,7 +515,7 @@ def collect(args: SweepArguments, points: list[Point] | None = None) -> dict:
     points = points if points is not None else build_points(args)
     sweep_dir = Path(args.output_root) / args.name
     results = [r for p in points if (r := point_result(p, sweep_dir / p.name)) is not None]
-    pending = [p for p in points if not (sweep_dir / p.name / "metrics.json").is_file()]
+    pending = [p for p in points if not (sweep_dir / p.name / METRICS).is_file()]
     missing = [p.name for p in pending]
     out_dir = Path(args.results_root) / args.name
     summary = {"sweep": args.name, "points": results, "unfinished": missing}

@@ -9,9 +9,11 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import (
     AutoTokenizer,
+    BertConfig,
+    BertModel,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -105,6 +107,41 @@ def tiny_llama(tmp_path_factory, smollm2_path) -> Path:
 def tiny_gpt2(tmp_path_factory, smollm2_path) -> Path:
     """A GPT-2/BioGPT-style model (learned positions, fused attention) for the plain-text format."""
     return make_tiny_model("gpt2", tmp_path_factory.mktemp("tiny-gpt2"), smollm2_path)
+
+
+def make_tiny_bert(folder: Path) -> Path:
+    """Save a randomly initialised tiny BERT encoder (no classification head, like a pretrained checkpoint)
+    with a 2,000-token WordPiece vocabulary trained on the PubMedQA text and BERT's pair layout
+    ([CLS] question [SEP] context [SEP])."""
+    torch.manual_seed(0)
+    texts = [f"{item['QUESTION']} {' '.join(item['CONTEXTS'])}" for item in json.loads(PQAL.read_text()).values()]
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wordpiece.normalizer = normalizers.BertNormalizer(lowercase=True)
+    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wordpiece.decoder = decoders.WordPiece()
+    wordpiece.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=2000, special_tokens=specials))
+    cls, sep = wordpiece.token_to_id("[CLS]"), wordpiece.token_to_id("[SEP]")
+    wordpiece.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=128,
+    )  # fmt: skip
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """An encoder for the sequence-classification path; inputs are cut at 128 tokens to keep tests fast."""
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture

@@ -175,7 +175,7 @@ def test_training_resumes_after_a_kill(tmp_path, tiny_llama, pqal_path):
 @pytest.mark.parametrize(
     "script, args, message",
     [
-        ("train.py", ["--peft_method", "adapterfusion"], "invalid argument: peft_method must be one of lora"),
+        ("train.py", ["--peft_method", "adapterfusion"], "--peft-method: invalid choice: 'adapterfusion'"),
         ("infer.py", ["--dataset_path", "/nonexistent/ori_pqal.json"], "/nonexistent/ori_pqal.json: no such file"),
         ("evaluate.py", ["--predictions", "/nonexistent/p.json"], "/nonexistent/p.json: cannot read predictions"),
     ],
