@@ -21,7 +21,7 @@ from domainqa.data import load_task_data
 from domainqa.hub import push_run
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
-from domainqa.run_folder import release_run_folder, start_training_run, training_fingerprint
+from domainqa.run_folder import release_run_folder, resume_point
 from domainqa.runs import (
     TRAINING_CURVES,
     plot_training_curves,
@@ -81,16 +81,7 @@ def main(args: list[str] | None = None) -> dict:
     logger.info("Training on %d examples, validating on %d", len(train_dataset), len(eval_dataset))
 
     # Resume only a run made under the same fingerprint; the main process locks the folder and decides first.
-    fingerprint = training_fingerprint(model_args, data_args, training_args, train_items, validation_items)
-    with training_args.main_process_first(local=False, desc="checking the run folder"):
-        checkpoint = start_training_run(
-            training_args.output_dir,
-            fingerprint,
-            training_args.overwrite_output_dir,
-            training_args.resume_from_checkpoint,
-        )
-    if checkpoint:
-        logger.info("Resuming from %s", checkpoint)
+    checkpoint = resume_point(model_args, data_args, training_args, train_items, validation_items)
 
     model = load_model(model_args.model_name_or_path, dtype=model_args.dtype)
     peft_config = build_peft_config(

@@ -28,7 +28,7 @@ from .classifier import (
 from .data import LABELS, Example, load_task_data
 from .metrics import official_scores
 from .modeling import load_tokenizer, resolve_model_path
-from .run_folder import release_run_folder, start_training_run, training_fingerprint
+from .run_folder import release_run_folder, resume_point
 from .runs import TRAINING_CURVES, plot_training_curves, save_run_config
 
 if TYPE_CHECKING:
@@ -107,16 +107,7 @@ def train_classifier(
     )
 
     model_args.task_type = SEQUENCE_CLASSIFICATION  # resolved, so run_config.yaml says what was trained
-    fingerprint = training_fingerprint(model_args, data_args, training_args, train_items, validation_items)
-    with training_args.main_process_first(local=False, desc="checking the run folder"):
-        checkpoint = start_training_run(
-            training_args.output_dir,
-            fingerprint,
-            training_args.overwrite_output_dir,
-            training_args.resume_from_checkpoint,
-        )
-    if checkpoint:
-        logger.info("Resuming from %s", checkpoint)
+    checkpoint = resume_point(model_args, data_args, training_args, train_items, validation_items)
     trainer = build_trainer(
         model_args,
         training_args,

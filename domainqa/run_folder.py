@@ -402,6 +402,21 @@ def _holds_a_run(folder: Path) -> bool:
     return bool(checkpoint_folders(folder)) or any((folder / n).is_file() for n in names)
 
 
+def resume_point(model_args, data_args, training_args, train_items: list, validation_items: list) -> str | None:
+    """start_training_run for train.py's arguments, on the main process first; the others then agree."""
+    fingerprint = training_fingerprint(model_args, data_args, training_args, train_items, validation_items)
+    with training_args.main_process_first(local=False, desc="checking the run folder"):
+        checkpoint = start_training_run(
+            training_args.output_dir,
+            fingerprint,
+            training_args.overwrite_output_dir,
+            training_args.resume_from_checkpoint,
+        )
+    if checkpoint:
+        logger.info("Resuming from %s", checkpoint)
+    return checkpoint
+
+
 def start_training_run(
     output_dir: str, fingerprint: dict, overwrite: bool = False, resume_from: str | None = None
 ) -> str | None:
