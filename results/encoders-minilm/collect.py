@@ -22,6 +22,12 @@ REFERENCES = {
         ("SmolLM2-135M-Instruct untrained, label scoring (GPU sweep)", 0.474, 0.318, "smollm2-135m-peft-gpu"),
         ("SmolLM2-135M-Instruct LoRA alpha 16, 450 items, 10 epochs (GPU)", 0.474, 0.329, "smollm2-135m-peft-gpu"),
         ("SmolLM2-135M-Instruct LoRA alpha 256, 450 items, 10 epochs (GPU)", 0.546, 0.266, "smollm2-135m-peft-gpu"),
+        (
+            "SmolLM2-135M-Instruct LoRA top-8, 450 items, 1 epoch, selected on validation",
+            0.480,
+            0.303,
+            "smollm2-135m-search",
+        ),
     ],
     "official": [
         ("majority class (yes)", 0.552, 0.237, "evaluate.py"),
