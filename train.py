@@ -18,16 +18,10 @@ from domainqa.classifier import uses_classifier
 from domainqa.classifier_training import train_classifier
 from domainqa.config import UsageError, parse_args, run_cli
 from domainqa.data import load_task_data
-from domainqa.hub import push_run
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
-from domainqa.run_folder import release_run_folder, resume_point
-from domainqa.runs import (
-    TRAINING_CURVES,
-    plot_training_curves,
-    save_run_config,
-    training_dataset,
-)
+from domainqa.run_folder import resume_point
+from domainqa.runs import finish_training, training_dataset
 from domainqa.trainer import AnswerLossSFTTrainer, balanced_class_weights
 
 logger = logging.getLogger(__name__)
@@ -111,25 +105,7 @@ def main(args: list[str] | None = None) -> dict:
     result = trainer.train(resume_from_checkpoint=checkpoint)
 
     metrics = {**result.metrics, "train_examples": len(train_dataset)}
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    if training_args.eval_strategy != "no":
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-    trainer.save_model(training_args.output_dir)  # the adapter (or full model) and tokenizer
-    trainer.save_state()
-    if trainer.is_world_process_zero():
-        save_run_config(training_args.output_dir, model_args, data_args, training_args)
-        plot_training_curves(trainer.state.log_history, f"{training_args.output_dir}/{TRAINING_CURVES}")
-        if push_to_hub:
-            push_run(
-                training_args.output_dir,
-                training_args.hub_model_id,
-                hub_token,
-                training_args.hub_private_repo,
-            )
-    release_run_folder(training_args.output_dir)
+    finish_training(trainer, training_args, metrics, (model_args, data_args, training_args), push_to_hub, hub_token)
     return metrics
 
 

@@ -28,8 +28,8 @@ from .classifier import (
 from .data import LABELS, Example, load_task_data
 from .metrics import official_scores
 from .modeling import load_tokenizer, resolve_model_path
-from .run_folder import release_run_folder, resume_point
-from .runs import TRAINING_CURVES, plot_training_curves, save_run_config
+from .run_folder import resume_point
+from .runs import finish_training
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase, TrainerCallback
@@ -119,7 +119,7 @@ def train_classifier(
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {**result.metrics, "train_examples": len(train_items)}
-    finish(trainer, training_args, metrics, (model_args, data_args, training_args), push_to_hub, hub_token)
+    finish_training(trainer, training_args, metrics, (model_args, data_args, training_args), push_to_hub, hub_token)
     return metrics
 
 
@@ -159,30 +159,3 @@ def build_trainer(
         compute_loss_func=classification_loss(weights),
         callbacks=callbacks,
     )
-
-
-def finish(
-    trainer: Trainer,
-    training_args: TrainingArguments,
-    metrics: dict,
-    argument_objects: tuple,
-    push_to_hub: bool,
-    hub_token: str | None,
-) -> None:
-    """Save what the LM path saves: metrics, the final (best) model and tokenizer, state, run config, curves."""
-    from .hub import push_run
-
-    trainer.log_metrics("train", metrics)
-    trainer.save_metrics("train", metrics)
-    if training_args.eval_strategy != "no":
-        eval_metrics = trainer.evaluate()
-        trainer.log_metrics("eval", eval_metrics)
-        trainer.save_metrics("eval", eval_metrics)
-    trainer.save_model(training_args.output_dir)
-    trainer.save_state()
-    if trainer.is_world_process_zero():
-        save_run_config(training_args.output_dir, *argument_objects)
-        plot_training_curves(trainer.state.log_history, f"{training_args.output_dir}/{TRAINING_CURVES}")
-        if push_to_hub:
-            push_run(training_args.output_dir, training_args.hub_model_id, hub_token, training_args.hub_private_repo)
-    release_run_folder(training_args.output_dir)

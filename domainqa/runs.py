@@ -12,7 +12,12 @@ from datasets import Dataset
 from .data import Example
 from .io import atomic_write_text
 from .prompts import PromptFormat
-from .run_folder import RUN_CONFIG, TRAINING_CURVES, last_complete_checkpoint  # noqa: F401 - the names live there
+from .run_folder import (  # noqa: F401 - RUN_CONFIG and last_complete_checkpoint live there
+    RUN_CONFIG,
+    TRAINING_CURVES,
+    last_complete_checkpoint,
+    release_run_folder,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,3 +79,26 @@ def plot_training_curves(log_history: list[dict], path: str) -> None:
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+
+
+def finish_training(trainer, training_args, metrics: dict, argument_objects: tuple, push_to_hub: bool,
+                    hub_token: str | None) -> None:  # fmt: skip
+    """What every training run leaves: metrics (and a last evaluation of the kept model), the final model and
+    tokenizer, the Trainer's state, run_config.yaml, the curves, the optional Hub release; then the folder is
+    free for the next run."""
+    from .hub import push_run  # the Hub module reads run folders through this one
+
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    if training_args.eval_strategy != "no":
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+    trainer.save_model(training_args.output_dir)  # the adapter (or full model) and tokenizer
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        save_run_config(training_args.output_dir, *argument_objects)
+        plot_training_curves(trainer.state.log_history, f"{training_args.output_dir}/{TRAINING_CURVES}")
+        if push_to_hub:
+            push_run(training_args.output_dir, training_args.hub_model_id, hub_token, training_args.hub_private_repo)
+    release_run_folder(training_args.output_dir)
