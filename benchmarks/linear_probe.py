@@ -4,9 +4,12 @@ fine-tuning recipe should at least reach.
 Features of each item, from one forward pass over the scoring context (prompt + "The answer is"): the
 final and the middle layer at the last token, and the final layer averaged over the tokens. The
 regularisation and class weighting are chosen on the validation items by macro-F1; the test items are
-scored once with that choice. Features are cached (resumable), so a rerun only fits.
+scored once with that choice. Features are cached per item (resumable, shared by both splits), so a rerun
+only fits. With --split official, each of the 10 folds is a probe of its own (the 500 test items are the same
+in every fold), reported as mean and standard deviation over folds, as the PubMedQA leaderboard does.
 
     python benchmarks/linear_probe.py [--split paper] [--output results/smollm2-135m-search/linear_probe.json]
+    python benchmarks/linear_probe.py --split official --output results/smollm2-135m-search/linear_probe_official.json
 """
 
 from __future__ import annotations
@@ -25,10 +28,11 @@ import torch  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
-from domainqa.data import load_task_data  # noqa: E402
+from domainqa.data import NUM_OFFICIAL_FOLDS, load_task_data  # noqa: E402
 from domainqa.io import atomic_write_json  # noqa: E402
 from domainqa.metrics import bootstrap_intervals, official_scores  # noqa: E402
 from domainqa.modeling import EMBEDDED_MODEL, load_for_inference  # noqa: E402
+from domainqa.predictions import write_predictions  # noqa: E402
 from domainqa.prompts import PromptFormat  # noqa: E402
 
 C_GRID = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
@@ -42,20 +46,45 @@ def item_features(model, tokenizer, fmt: PromptFormat, example: dict) -> np.ndar
     return torch.cat([final[-1], middle[-1], final.mean(0)]).float().numpy()
 
 
-def cached_features(model, tokenizer, fmt, items: list[dict], cache: Path) -> np.ndarray:
-    """Features of `items`, computed once and appended to `cache` (an .npz per part) as they come."""
-    done = dict(np.load(cache)) if cache.is_file() else {}
+def cached_features(model, tokenizer, fmt, items: list[dict], cache_dir: Path, part: str) -> np.ndarray:
+    """Features of `items`, computed once: every .npz in `cache_dir` is read (features are per item, so the
+    paper and official splits share them), and new ones are appended to `<part>.npz` as they come."""
+    done = {}
+    for path in sorted(cache_dir.glob("*.npz")):
+        done.update(np.load(path))
+    cache = cache_dir / f"{part}.npz"
+    mine = dict(np.load(cache)) if cache.is_file() else {}
     start = time.perf_counter()
     for i, example in enumerate(items):
         if example["id"] in done:
             continue
-        done[example["id"]] = item_features(model, tokenizer, fmt, example)
-        if (i + 1) % 25 == 0 or i + 1 == len(items):
+        done[example["id"]] = mine[example["id"]] = item_features(model, tokenizer, fmt, example)
+        if len(mine) % 25 == 0 or i + 1 == len(items):
             tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, **done)
+            np.savez(tmp, **mine)
             tmp.replace(cache)
             print(f"{cache.name}: {i + 1}/{len(items)} ({time.perf_counter() - start:.0f} s)", flush=True)
     return np.stack([done[e["id"]] for e in items])
+
+
+def choose_and_fit(features: dict, truth: dict) -> tuple[dict, list[dict], list[str], list[dict]]:
+    """The probe's regularisation and class weighting chosen by validation macro-F1 (then accuracy), refitted
+    and applied to the test items once. Returns the choice, the grid, the test predictions and a learning
+    curve of the choice over training-set size."""
+    scaler = StandardScaler().fit(features["train"])
+    scaled = {name: scaler.transform(x) for name, x in features.items()}
+    grid = []
+    for c in C_GRID:
+        for class_weight in (None, "balanced"):
+            probe = LogisticRegression(C=c, class_weight=class_weight, max_iter=5000).fit(
+                scaled["train"], truth["train"]
+            )
+            val = official_scores(truth["validation"], list(probe.predict(scaled["validation"])))
+            grid.append({"C": c, "class_weight": class_weight, "validation": val})
+    best = max(grid, key=lambda r: (r["validation"]["macro_f1"], r["validation"]["accuracy"]))
+    probe = LogisticRegression(C=best["C"], class_weight=best["class_weight"], max_iter=5000)
+    predicted = list(probe.fit(scaled["train"], truth["train"]).predict(scaled["test"]))
+    return best, grid, predicted, learning_curve(scaled, truth, best)
 
 
 def learning_curve(scaled: dict, truth: dict, choice: dict, sizes=(50, 100, 200, 300, 450)) -> list[dict]:
@@ -68,53 +97,68 @@ def learning_curve(scaled: dict, truth: dict, choice: dict, sizes=(50, 100, 200,
     return points
 
 
+def test_summary(truth: list[str], predicted: list[str]) -> dict:
+    return {
+        **official_scores(truth, predicted),
+        "bootstrap_95": bootstrap_intervals(truth, predicted),
+        "predicted_distribution": {label: predicted.count(label) for label in ("yes", "no", "maybe")},
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", default="paper", choices=["paper", "official"])
     parser.add_argument("--cache_dir", default="outputs/linear_probe")
     parser.add_argument("--output", default="results/smollm2-135m-search/linear_probe.json")
+    parser.add_argument(
+        "--predictions_dir",
+        default="results/smollm2-135m-search/linear-probe",
+        help="Where the official-format test predictions of each fold go (predictions_<split>[_fold<k>]_test).",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    parts = load_task_data(None, args.split)
     model, tokenizer = load_for_inference(EMBEDDED_MODEL, dtype="float32")
     fmt = PromptFormat("chat", tokenizer)
     cache_dir = Path(args.cache_dir)
     cache_dir.mkdir(parents=True, exist_ok=True)
-    features = {
-        name: cached_features(model, tokenizer, fmt, parts[name], cache_dir / f"{args.split}_{name}.npz")
-        for name in ("train", "validation", "test")
-    }
-    truth = {name: [e["final_decision"] for e in parts[name]] for name in features}
-    scaler = StandardScaler().fit(features["train"])
-    scaled = {name: scaler.transform(x) for name, x in features.items()}
-
-    choices = []
-    for c in C_GRID:
-        for class_weight in (None, "balanced"):
-            probe = LogisticRegression(C=c, class_weight=class_weight, max_iter=5000).fit(
-                scaled["train"], truth["train"]
-            )
-            val = official_scores(truth["validation"], list(probe.predict(scaled["validation"])))
-            choices.append({"C": c, "class_weight": class_weight, "validation": val})
-    best = max(choices, key=lambda r: (r["validation"]["macro_f1"], r["validation"]["accuracy"]))
-    probe = LogisticRegression(C=best["C"], class_weight=best["class_weight"], max_iter=5000)
-    predicted = list(probe.fit(scaled["train"], truth["train"]).predict(scaled["test"]))
-    curve = learning_curve(scaled, truth, best)
+    folds = range(NUM_OFFICIAL_FOLDS) if args.split == "official" else [None]
+    runs = []
+    for fold in folds:
+        parts = load_task_data(None, args.split, fold or 0)
+        name = args.split if fold is None else f"{args.split}_fold{fold}"
+        features = {
+            part: cached_features(model, tokenizer, fmt, parts[part], cache_dir, f"{args.split}_{part}")
+            for part in ("train", "validation", "test")
+        }
+        truth = {part: [e["final_decision"] for e in parts[part]] for part in features}
+        best, grid, predicted, curve = choose_and_fit(features, truth)
+        rows = [{"id": e["id"], "prediction": p} for e, p in zip(parts["test"], predicted, strict=True)]
+        write_predictions(Path(args.predictions_dir) / f"predictions_{name}_test", rows, "yes")
+        runs.append(
+            {
+                "fold": fold,
+                "chosen_on_validation": best,
+                "test": test_summary(truth["test"], predicted),
+                "learning_curve_test": curve,
+                "grid": grid,
+            }
+        )
     result = {
         "split": args.split,
-        "learning_curve_test": curve,
         "features": "final + middle layer at the last token of the scoring context, final layer mean",
-        "chosen_on_validation": best,
-        "test": {
-            **official_scores(truth["test"], predicted),
-            "bootstrap_95": bootstrap_intervals(truth["test"], predicted),
-            "predicted_distribution": {label: predicted.count(label) for label in ("yes", "no", "maybe")},
-        },
-        "grid": choices,
+        "runs": runs,
     }
+    if len(runs) > 1:
+        result["test_over_folds"] = {
+            metric: {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}
+            for metric in ("accuracy", "macro_f1")
+            for values in [[r["test"][metric] for r in runs]]
+        }
     atomic_write_json(args.output, result)
-    print(json.dumps({k: result[k] for k in ("chosen_on_validation", "test", "learning_curve_test")}, indent=2))
+    summary = {k: v for k, v in result.items() if k != "runs"}
+    summary["runs"] = [{k: r[k] for k in ("fold", "chosen_on_validation", "test")} for r in runs]
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
