@@ -5,7 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 : "${PUBMEDQA_PATH:?set PUBMEDQA_PATH to the official ori_pqal.json}"
 HERE=results/smollm2-135m-search
-for run in smollm2-135m-zero-shot smollm2-135m-lora-top8-label-cw smollm2-135m-lora-top8-answer-cw; do
+RUNS="smollm2-135m-zero-shot smollm2-135m-lora-top8-label-cw smollm2-135m-lora-top8-answer-cw
+smollm2-135m-lora-top8-answer-cw-4ep smollm2-135m-seqcls-lora-top8"
+for run in $RUNS; do
+    [ -d "outputs/search/$run" ] || continue
     mkdir -p "$HERE/$run"
     for f in outputs/search/$run/predictions_paper_*_score*.json outputs/search/$run/predictions_paper_*_score*.jsonl \
              outputs/search/$run/calibration.json outputs/search/$run/trainer_state.json \
@@ -13,9 +16,10 @@ for run in smollm2-135m-zero-shot smollm2-135m-lora-top8-label-cw smollm2-135m-l
         [ -f "$f" ] && cp "$f" "$HERE/$run/"
     done
 done
-preds() { for run in smollm2-135m-zero-shot smollm2-135m-lora-top8-label-cw smollm2-135m-lora-top8-answer-cw; do
+preds() { for run in $RUNS; do
     for kind in "" _calibrated; do
-        f="$HERE/$run/predictions_paper_$1_score$kind.json"; [ -f "$f" ] && echo "$f"; done; done; }
+        f="$HERE/$run/predictions_paper_$1_score$kind.json"; [ -f "$f" ] && echo "$f"; done; done
+    if [ "$1" = test ]; then echo "$HERE/linear-probe/predictions_paper_test.json"; fi; }
 .venv/bin/python evaluate.py --eval_split validation --predictions $(preds validation) \
     --output_file "$HERE/validation_metrics.json" > "$HERE/validation_table.md"
 .venv/bin/python evaluate.py --eval_split test --predictions $(preds test) \
