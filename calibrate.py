@@ -17,8 +17,8 @@ from pathlib import Path
 from domainqa.arguments import DataArguments, pipeline_keys
 from domainqa.calibration import CALIBRATION_FILE, fit_calibration, save_calibration
 from domainqa.config import UsageError, parse_args, run_cli
-from domainqa.data import load_task_data
 from domainqa.predictions import read_complete_rows
+from domainqa.task import load_task
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,8 @@ def main(args: list[str] | None = None) -> dict:
     rows = [r for r in rows if "label_logprobs" in r]
     if not rows:
         raise UsageError(f"{path}: no label scores; run infer.py with --mode score on training or validation items")
-    parts = load_task_data(data_args.dataset_path, data_args.split, data_args.fold)
+    task = load_task(data_args)
+    parts = task.parts
     by_id = {e["id"]: (name, e) for name in ("train", "validation", "test") for e in parts[name]}
     unknown = [r["id"] for r in rows if r["id"] not in by_id]
     if unknown:
@@ -51,7 +52,7 @@ def main(args: list[str] | None = None) -> dict:
     items = [by_id[r["id"]][1] for r in rows]
     fitted_on = "+".join(sorted({by_id[r["id"]][0] for r in rows}))
     test_ids = {e["id"] for e in parts["test"]}
-    calibration = fit_calibration(rows, items, fitted_on, test_ids)
+    calibration = fit_calibration(rows, items, fitted_on, test_ids, task.labels)
     calibration["predictions"] = str(path)
     folder = calibration_args.output_dir or str(path.parent)
     save_calibration(folder, calibration)

@@ -1,31 +1,41 @@
-"""Accuracy and macro-F1 of PubMedQA predictions, identical to the official evaluation, with
-per-class scores, confusion matrix, majority baseline and bootstrap 95% intervals.
+"""Accuracy and macro-F1 of PubMedQA predictions (or those of your own data set, over its label set),
+identical to the official evaluation, with per-class scores, confusion matrix, majority baseline and
+bootstrap 95% intervals.
 
     python evaluate.py --predictions outputs/run/predictions_paper_test_score.json
     python evaluate.py --predictions run_a.json run_b.jsonl --split official --output_file metrics.json
+    python evaluate.py --predictions tuned.json --baseline untouched.json   # paired differences and intervals
 """
 
 from __future__ import annotations
 
 from domainqa.arguments import DataArguments, EvaluationArguments, pipeline_keys
 from domainqa.config import UsageError, parse_args, run_cli
-from domainqa.data import load_task_data
 from domainqa.io import atomic_write_json
-from domainqa.metrics import evaluate_predictions
+from domainqa.metrics import evaluate_predictions, paired_bootstrap
 from domainqa.predictions import read_predictions
+from domainqa.task import infer_labels, known_labels, load_task
 
 
-def ground_truth(data_args: DataArguments, eval_args: EvaluationArguments) -> dict[str, str]:
+def ground_truth(data_args: DataArguments, eval_args: EvaluationArguments) -> tuple[dict[str, str], tuple[str, ...]]:
+    """{id: label} of the items scored, and the label set: the data set's, or with a truth file the declared
+    one (PubMedQA's by default; split custom without labels: the labels the file holds)."""
     if eval_args.ground_truth_file:
-        truth, _ = read_predictions(eval_args.ground_truth_file)  # the same {PMID: label} format
-        return truth
-    part = load_task_data(data_args.dataset_path, data_args.split, data_args.fold)[eval_args.eval_split]
-    return {e["id"]: e["final_decision"] for e in part}
+        labels = known_labels(data_args)
+        truth, _ = read_predictions(eval_args.ground_truth_file, labels)  # the same {PMID: label} format
+        if labels is None:
+            examples = [{"final_decision": label} for label in truth.values()]
+            labels = infer_labels(examples, eval_args.ground_truth_file)
+        return truth, labels
+    task = load_task(data_args)
+    return {e["id"]: e["final_decision"] for e in task[eval_args.eval_split]}, task.labels
 
 
 def markdown_table(results: dict[str, dict]) -> str:
+    first = next(iter(results.values()))
+    predicted = "/".join(first["predicted_distribution"])  # the label set, in its order
     lines = [
-        "| predictions | accuracy | 95% CI | macro-F1 | 95% CI | predicted yes/no/maybe | unparsed |",
+        f"| predictions | accuracy | 95% CI | macro-F1 | 95% CI | predicted {predicted} | unparsed |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
 
@@ -40,7 +50,6 @@ def markdown_table(results: dict[str, dict]) -> str:
             f"| {name} | {m['accuracy']:.3f} | {interval(m, 'accuracy')} | {m['macro_f1']:.3f} "
             f"| {interval(m, 'macro_f1')} | {shares} | {unparsed} |"
         )
-    first = next(iter(results.values()))
     baseline = first["majority_baseline"]
     lines.append(
         f"| majority class ({baseline['label']}) | {baseline['accuracy']:.3f} | | {baseline['macro_f1']:.3f} | | | |"
@@ -48,10 +57,43 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def compare_with_baseline(
+    results: dict[str, dict], read: dict, baseline: dict[str, str], truth: dict[str, str], eval_args
+) -> None:
+    """Adds `versus_baseline` to each file's results and prints the paired differences as a table."""
+    lines = [
+        f"\n| against {eval_args.baseline} | accuracy difference (95% CI) | macro-F1 difference (95% CI) |",
+        "| --- | --- | --- |",
+    ]
+    for path, (predictions, _) in read.items():
+        if path == eval_args.baseline:
+            continue
+        pmids = [pmid for pmid in truth if pmid in predictions]  # every test PMID, or the slice of --allow_partial
+        missing = [pmid for pmid in pmids if pmid not in baseline]
+        if missing:
+            raise UsageError(f"{eval_args.baseline}: the baseline lacks {len(missing)} item(s) of {path}")
+        paired = paired_bootstrap(
+            [truth[p] for p in pmids],
+            [predictions[p] for p in pmids],
+            [baseline[p] for p in pmids],
+            eval_args.bootstrap_samples,
+            eval_args.bootstrap_seed,
+        )
+        results[path]["versus_baseline"] = {"baseline": eval_args.baseline, **paired}
+        cells = [
+            f"{paired[m]['difference']:+.3f} ({paired[m]['interval_95'][0]:+.3f} to {paired[m]['interval_95'][1]:+.3f})"
+            for m in ("accuracy", "macro_f1")
+        ]
+        lines.append(f"| {path} | {cells[0]} | {cells[1]} |")
+    print("\n".join(lines))
+
+
 def main(args: list[str] | None = None) -> dict[str, dict]:
     data_args, eval_args = parse_args(DataArguments, EvaluationArguments, args=args, shared_keys=pipeline_keys())
-    read = {path: read_predictions(path) for path in eval_args.predictions}  # bad files fail before any work
-    truth = ground_truth(data_args, eval_args)
+    # Bad files fail before any work (a label set read off the data is checked once the data are read).
+    read = {path: read_predictions(path, known_labels(data_args)) for path in eval_args.predictions}
+    baseline = read_predictions(eval_args.baseline, known_labels(data_args))[0] if eval_args.baseline else None
+    truth, labels = ground_truth(data_args, eval_args)
     results = {}
     for path, (predictions, unparsed) in read.items():
         scored_truth = truth
@@ -59,12 +101,14 @@ def main(args: list[str] | None = None) -> dict[str, dict]:
             scored_truth = {pmid: label for pmid, label in truth.items() if pmid in predictions}
         try:
             metrics = evaluate_predictions(
-                scored_truth, predictions, eval_args.bootstrap_samples, eval_args.bootstrap_seed
+                scored_truth, predictions, eval_args.bootstrap_samples, eval_args.bootstrap_seed, labels
             )
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
         results[path] = {**metrics, "num_unparsed": unparsed}
     print(markdown_table(results))
+    if baseline is not None:
+        compare_with_baseline(results, read, baseline, truth, eval_args)
     if eval_args.output_file:
         atomic_write_json(eval_args.output_file, results[eval_args.predictions[0]] if len(results) == 1 else results)
     return results

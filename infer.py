@@ -1,10 +1,12 @@
-"""Predict yes/no/maybe for the test (or validation) items with a fine-tuned model.
+"""Predict yes/no/maybe (or the labels of your own data set) for the test (or validation) items with a
+fine-tuned model.
 
     python infer.py recipes/smollm2-135m/lora/original.yaml [--mode generate] [--adapter_path HUB_ID]
     accelerate launch --num_processes 8 infer.py RECIPE   # shards the items, merges one file
 
 Writes <output_dir>/<name>.json (official PubMedQA format), <name>.jsonl (raw generations or label
-scores) and <name>.meta.json (settings, counts, speed).
+scores) and <name>.meta.json (settings, counts, speed). The label set is the one the model was trained with
+(run_config.yaml), and a split that training made by a seed must be the one made now (data_split.json).
 """
 
 from __future__ import annotations
@@ -31,20 +33,22 @@ from domainqa.classifier import (
     uses_classifier,
 )
 from domainqa.config import UsageError, parse_args, run_cli
-from domainqa.data import FIELDS, load_task_data
-from domainqa.hub import load_hub_run_config
+from domainqa.data import FIELDS
+from domainqa.hub_access import ModelSource, model_folder
 from domainqa.inference import generate_answers, score_labels
 from domainqa.io import atomic_write_json
-from domainqa.modeling import load_for_inference, resolve_model_path
+from domainqa.modeling import load_for_inference
 from domainqa.predictions import cut_to_complete_rows, read_complete_rows, write_predictions
 from domainqa.prompts import PromptFormat
 from domainqa.run_folder import (
+    HUB_MODEL_PATTERNS,
     as_json,
     calibrated_stem,
     content_hash,
     data_hash,
     differences,
     lock_run_folder,
+    model_hash,
     partial_file,
     predictions_files,
     predictions_name,
@@ -52,6 +56,7 @@ from domainqa.run_folder import (
     release_run_folder,
 )
 from domainqa.runs import PROMPT_FIELDS, load_run_config
+from domainqa.task import check_recorded_split, fallback_label, known_labels, load_task
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +70,22 @@ def find_trained_model(args: InferenceArguments) -> str | None:
     return None
 
 
-def align_with_training(model_args: ModelArguments, data_args: DataArguments, trained: str | None) -> None:
-    """Use the prompt settings the model was trained with; a different explicit choice is an error."""
-    if not trained:
-        saved = {}
-    else:
-        saved = load_run_config(trained) if Path(trained).is_dir() else load_hub_run_config(trained)
+def trained_model_source(trained: str | None) -> ModelSource | None:
+    """The trained model as a local folder; one named by its Hub id (user/name[@revision]) is fetched at the
+    commit its revision names now, and that commit is part of the fingerprint."""
+    return model_folder(trained, HUB_MODEL_PATTERNS) if trained else None
+
+
+def align_with_training(
+    model_args: ModelArguments, data_args: DataArguments, trained: str | None, folder: str | None = None
+) -> None:
+    """Use the prompt settings the model was trained with (read from `folder`, default `trained`); a
+    different explicit choice is an error."""
+    folder = folder or trained
+    saved = load_run_config(folder) if folder else {}
     defaults = {f.name: f.default for cls in (ModelArguments, DataArguments) for f in fields(cls)}
     for name in PROMPT_FIELDS:
-        if name not in saved:
+        if name not in saved or name == "labels" and saved[name] is None:  # a PubMedQA run records no label set
             continue
         target = model_args if hasattr(model_args, name) else data_args
         current = getattr(target, name)
@@ -91,14 +103,20 @@ def main(args: list[str] | None = None) -> dict:
     # treat each process as a lone main process, all writing the same files; join a gloo group instead.
     state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
     set_seed(0)
+    if known_labels(data_args):  # a bad fallback stops the run now where the label set needs no data
+        infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, known_labels(data_args))
 
-    trained = find_trained_model(infer_args)
-    align_with_training(model_args, data_args, trained)
-    classifier = uses_classifier(model_args.task_type, model_args.model_name_or_path, trained)
+    trained = find_trained_model(infer_args)  # as given: a folder, or a Hub id
+    source = trained_model_source(trained)
+    local = source.folder if source else None  # what every loader reads
+    align_with_training(model_args, data_args, trained, local)
+    classifier = uses_classifier(model_args.task_type, model_args.model_name_or_path, local)
     if classifier:
-        check_classifier_inference(trained, infer_args.mode)
-    items = load_task_data(data_args.dataset_path, data_args.split, data_args.fold)[infer_args.eval_split]
-    items = items[: data_args.max_eval_samples]
+        check_classifier_inference(local, infer_args.mode)
+    task = load_task(data_args)
+    infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, task.labels)
+    check_recorded_split(local, task)
+    items = task[infer_args.eval_split][: data_args.max_eval_samples]
     lock_run_folder(infer_args.output_dir, "infer.py")  # the main process, before any process writes
     state.wait_for_everyone()
     if trained is None:
@@ -111,8 +129,10 @@ def main(args: list[str] | None = None) -> dict:
         "model": model_args.model_name_or_path,
         "trained_model": trained,
         # Contents, not names: a retrained adapter or an edited data file under the same path is another run.
-        "model_hash": content_hash(resolve_model_path(model_args.model_name_or_path)),
-        "adapter_hash": content_hash(trained),
+        "model_hash": model_hash(model_args.model_name_or_path),
+        "adapter_hash": content_hash(local),
+        # A Hub id names a commit, which a push under the same id moves: the commit is the model, not the name.
+        "adapter_commit": source.commit if source else None,
         "data_hash": data_hash(items, FIELDS),
         **asdict(data_args),
         **asdict(infer_args),
@@ -120,13 +140,17 @@ def main(args: list[str] | None = None) -> dict:
     partial = partial_file(stem, state.process_index)
     _read_partial(partial, resume_key(settings), infer_args.overwrite_output_dir)  # refuses a changed run now
 
-    load = load_classifier_for_inference if classifier else load_for_inference
-    model, tokenizer = load(model_args.model_name_or_path, trained, model_args.dtype)
+    if classifier:
+        model, tokenizer = load_classifier_for_inference(
+            model_args.model_name_or_path, local, model_args.dtype, task.labels
+        )
+    else:
+        model, tokenizer = load_for_inference(model_args.model_name_or_path, local, model_args.dtype)
     model.to(state.device)
     prompt_format = None  # a classifier reads question and context as a text pair, no prompt
     if not classifier:
         prompt_format = PromptFormat(
-            data_args.prompt_format, tokenizer, data_args.answer_style, data_args.system_prompt
+            data_args.prompt_format, tokenizer, data_args.answer_style, data_args.system_prompt, task.labels
         )
     if infer_args.mode == "score" and prompt_format is not None:
         prompt_format.scoring_context(items[0])  # fails early for formats that cannot be scored
@@ -145,7 +169,7 @@ def main(args: list[str] | None = None) -> dict:
         raise RuntimeError(f"{len(missing)} item(s) missing from {partials[0].name}..: {', '.join(missing[:5])}")
     rows = [{**done[e["id"]], "label": e["final_decision"]} for e in items]
     write_predictions(stem, rows, infer_args.unparsed_fallback)
-    calibration = load_calibration(infer_args.output_dir) if infer_args.mode == "score" else None
+    calibration = load_calibration(infer_args.output_dir, task.labels) if infer_args.mode == "score" else None
     if calibration:
         write_calibrated_predictions(stem, rows, calibration, infer_args.unparsed_fallback)
     meta = {
@@ -179,8 +203,9 @@ def write_calibrated_predictions(stem: Path, rows: list[dict], calibration: dict
 # The settings that change what a row says; a partial file made under others is not resumed. The data
 # file counts by its content (data_hash), so a moved copy of it resumes.
 PREDICTION_SETTINGS = (
-    "model", "trained_model", "model_hash", "adapter_hash", "data_hash", "split", "fold", "prompt_format",
-    "answer_style", "system_prompt", "eval_split", "mode", "num_beams", "repetition_penalty", "max_new_tokens",
+    "model", "trained_model", "model_hash", "adapter_hash", "adapter_commit", "data_hash", "split", "fold",
+    "prompt_format", "answer_style", "system_prompt", "eval_split", "mode", "num_beams", "repetition_penalty",
+    "max_new_tokens", "labels",
 )  # fmt: skip
 
 

@@ -12,9 +12,8 @@ results/<name>. The definition format is in domainqa/sweep.py.
 from __future__ import annotations
 
 import logging
-import sys
 
-from domainqa.config import parse_args
+from domainqa.config import parse_args, run_cli
 from domainqa.sweep import SweepArguments, run_sweep
 
 
@@ -25,5 +24,4 @@ def main(args: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    run_cli(main)

@@ -1,5 +1,5 @@
-"""Fine-tune a causal LM on PubMedQA (original or augmented data) with LoRA, prefix tuning or full
-fine-tuning.
+"""Fine-tune a causal LM on PubMedQA or your own QA data set (original or augmented data) with LoRA, prefix
+tuning or full fine-tuning.
 
     python train.py recipes/smollm2-135m/lora/original.yaml [--any_field value ...]
     accelerate launch --config_file accelerate_configs/multi_gpu.yaml train.py RECIPE
@@ -17,11 +17,11 @@ from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments,
 from domainqa.classifier import uses_classifier
 from domainqa.classifier_training import train_classifier
 from domainqa.config import UsageError, parse_args, run_cli
-from domainqa.data import load_task_data
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
 from domainqa.run_folder import resume_point
 from domainqa.runs import finish_training, training_dataset
+from domainqa.task import load_task, record_split
 from domainqa.trainer import AnswerLossSFTTrainer, balanced_class_weights
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,12 @@ def main(args: list[str] | None = None) -> dict:
                                 hub_token)  # fmt: skip
 
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
-    parts = load_task_data(data_args.dataset_path, data_args.split, data_args.fold, data_args.train_data)
+    task = load_task(data_args, data_args.train_data)  # an inferred label set goes into data_args.labels
+    parts = task.parts
     tokenizer = load_tokenizer(model_args.model_name_or_path)
-    prompt_format = PromptFormat(data_args.prompt_format, tokenizer, data_args.answer_style, data_args.system_prompt)
+    prompt_format = PromptFormat(
+        data_args.prompt_format, tokenizer, data_args.answer_style, data_args.system_prompt, task.labels
+    )
     if training_args.loss_on == "label":
         prompt_format.scoring_context(parts["train"][0])  # label-only loss needs answer_style direct
     train_items = parts["train"][: data_args.max_train_samples]
@@ -76,6 +79,7 @@ def main(args: list[str] | None = None) -> dict:
 
     # Resume only a run made under the same fingerprint; the main process locks the folder and decides first.
     checkpoint = resume_point(model_args, data_args, training_args, train_items, validation_items)
+    record_split(training_args.output_dir, task)
 
     model = load_model(model_args.model_name_or_path, dtype=model_args.dtype)
     peft_config = build_peft_config(

@@ -6,36 +6,32 @@ import asyncio
 import logging
 import sys
 
-from domainqa.config import UsageError, parse_args
+from domainqa.config import EXIT_USAGE, parse_args, run_cli
 
-from .arguments import AugmentArguments, AugmentError
+from .arguments import AugmentArguments
 from .batch import BatchPending
 from .runner import execute
 
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = EXIT_USAGE  # a bad recipe, flag, value or set-up (AugmentError), as every command reports it
 EXIT_BATCH_PENDING = 3
+PROG = "augment"
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        (args,) = parse_args(AugmentArguments, args=argv)
-    except UsageError as e:  # a bad recipe, flag or value (AugmentError is one too)
-        print(f"augment: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    """One run; returns 0, or EXIT_BATCH_PENDING while a Batch API job is still running. Bad input raises
+    AugmentError (a UsageError), which `run_cli` reports in one line."""
+    (args,) = parse_args(AugmentArguments, args=argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("openai", "httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # request logs may carry headers
     try:
         summary = asyncio.run(execute(args))
-    except AugmentError as e:
-        print(f"augment: error: {e}", file=sys.stderr)
-        return EXIT_BAD_INPUT
     except BatchPending as e:
-        print(f"augment: {e}", file=sys.stderr)
+        print(f"{PROG}: {e}", file=sys.stderr)
         return EXIT_BATCH_PENDING
-    print(f"augment: {summary['accepted']} examples in {args.output_dir}/data.jsonl ({summary['rejected']} rejected)")
+    print(f"{PROG}: {summary['accepted']} examples in {args.output_dir}/data.jsonl ({summary['rejected']} rejected)")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, PROG)

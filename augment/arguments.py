@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from domainqa.config import UsageError
-from domainqa.data import SPLITS
 from domainqa.modeling import EMBEDDED_MODEL
+from domainqa.task import ALL_SPLITS, DataSpec
 
 STRATEGIES = ("rewrite", "new", "combined")
 BACKENDS = ("openai", "transformers")
@@ -19,16 +19,21 @@ class AugmentError(UsageError):
 
 
 @dataclass
-class AugmentArguments:
+class AugmentArguments(DataSpec):
+    """An augmentation run; the data set is PQA-L or your own (DataSpec: split custom, its columns and labels)."""
+
     strategy: str = field(default="rewrite", metadata={"help": f"One of {', '.join(STRATEGIES)}."})
     dataset_path: str | None = field(
         default=None,
         metadata={
             "help": "PQA-L file (split by --split), or any dataset the training script reads (all of it is training "
-            "data). Default: $PUBMEDQA_PATH."
+            "data), or with split custom your own data set. Default: $PUBMEDQA_PATH."
         },
     )
-    split: str = field(default="paper", metadata={"help": f"Split of PQA-L: {', '.join(SPLITS)}. Only train is used."})
+    split: str = field(
+        default="paper",
+        metadata={"help": f"Split of PQA-L, or custom: your data set: {', '.join(ALL_SPLITS)}. Only train is used."},
+    )
     fold: int = field(default=0, metadata={"help": "Official split: cross-validation fold."})
     pubmedqa_path: str | None = field(
         default=None,
@@ -97,7 +102,7 @@ class AugmentArguments:
         for name, value, choices in (
             ("strategy", self.strategy, STRATEGIES),
             ("backend", self.backend, BACKENDS),
-            ("split", self.split, SPLITS),
+            ("split", self.split, ALL_SPLITS),
             ("json_mode", self.json_mode, JSON_MODES),
         ):
             if value not in choices:
@@ -117,3 +122,4 @@ class AugmentArguments:
             raise AugmentError("push_to_hub needs hub_dataset_id")
         if self.model is None:
             self.model = DEFAULT_OPENAI_MODEL if self.backend == "openai" else EMBEDDED_MODEL
+        self.check_spec()

@@ -9,31 +9,21 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 
+from domainqa.redaction import Redactor
+
 from .arguments import AugmentArguments, AugmentError
 from .cache import Answer, Request
-from .limits import RateLimiter, RetryPolicy, parse_retry_after
+from .limits import RateLimiter, RetryPolicy, parse_retry_after, retryable_status
 from .prompts import JSON_OBJECT, response_format
 
 logger = logging.getLogger(__name__)
 
 OnAnswer = Callable[[Request, Answer], None]
 OnFailure = Callable[[Request, str], None]
-
-
-class Redactor:
-    """Removes secrets from any text that may reach a log, a file or an error message."""
-
-    def __init__(self, *secrets: str | None):
-        self.secrets = [s for s in secrets if s and len(s) >= 4]
-
-    def __call__(self, text: object) -> str:
-        text = str(text)
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
-        return text
 
 
 class RequestFailed(Exception):
@@ -43,6 +33,19 @@ class RequestFailed(Exception):
 def estimate_tokens(request: Request) -> int:
     # ~4 characters per token for English; only used for the tokens-per-minute limit before the real count.
     return sum(len(m["content"]) for m in request.messages) // 4 + int(request.params.get("max_tokens", 0))
+
+
+def split_query(base_url: str | None) -> tuple[str | None, dict[str, str] | None]:
+    """A base URL without its query, and the query's parameters: the client appends each endpoint's path to
+    the base URL, which would land inside a query (`/v1?api_key=K` + `/models`); sent as the client's default
+    query instead, a server that takes its key as `?api_key=` gets it on every request."""
+    if not base_url:
+        return base_url, None
+    parts = urllib.parse.urlsplit(base_url)
+    if not parts.query:
+        return base_url, None
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit(parts._replace(query="", fragment="")), query
 
 
 class OpenAIBackend:
@@ -56,7 +59,10 @@ class OpenAIBackend:
 
         self.args = args
         self.redact = redact
-        self.client = AsyncOpenAI(api_key=api_key, base_url=args.base_url, max_retries=0, timeout=args.request_timeout)
+        base_url, query = split_query(args.base_url)
+        self.client = AsyncOpenAI(
+            api_key=api_key, base_url=base_url, default_query=query, max_retries=0, timeout=args.request_timeout
+        )
         self.limiter = RateLimiter(args.requests_per_minute, args.tokens_per_minute)
         self.policy = RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max)
         # The strongest output format the server has not refused (see FORMATS).
@@ -68,7 +74,7 @@ class OpenAIBackend:
         """One GET /models: a wrong key or an unreachable server stops the run before any generation."""
         import openai
 
-        where = self.args.base_url or "the OpenAI API"
+        where = self.redact(self.args.base_url) if self.args.base_url else "the OpenAI API"
         try:
             await self.client.models.list()
         except openai.AuthenticationError as e:
@@ -124,8 +130,10 @@ class OpenAIBackend:
                 raise RequestFailed(f"the server refused response_format {asked}: {self.redact(e)}") from None
             except openai.BadRequestError as e:
                 raise RequestFailed(f"HTTP 400: {self.redact(_message(e))}") from None
-            except (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError, NotACompletion) as e:
-                # APITimeoutError is an APIConnectionError; 5xx all map to InternalServerError.
+            except (openai.APIStatusError, openai.APIConnectionError, NotACompletion) as e:
+                # APITimeoutError is an APIConnectionError; 408, 409, 429 and 5xx are retried (limits.py).
+                if isinstance(e, openai.APIStatusError) and not retryable_status(e.status_code):
+                    raise RequestFailed(f"HTTP {e.status_code}: {self.redact(_message(e))}") from None
                 reason = _reason(e)
                 if attempt >= self.policy.max_retries:
                     self.stats["failed"] += 1
@@ -138,8 +146,6 @@ class OpenAIBackend:
                 attempt += 1
                 await self.sleep(delay)
                 continue
-            except openai.APIStatusError as e:
-                raise RequestFailed(f"HTTP {e.status_code}: {self.redact(_message(e))}") from None
             except openai.APIResponseValidationError as e:
                 raise RequestFailed(f"invalid response: {self.redact(e)}") from None
             usage = response.usage

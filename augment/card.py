@@ -8,6 +8,8 @@ import os
 from collections import Counter
 from pathlib import Path
 
+from domainqa.data import LABELS
+
 from .prompts import INSTRUCTIONS, PROMPT_VERSION
 
 logger = logging.getLogger(__name__)
@@ -16,6 +18,7 @@ HUB_FILES = ("data.jsonl", "summary.json", "README.md")  # never the cache, reje
 
 def render_card(summary: dict, rows: list[dict]) -> str:
     decisions = Counter(r["final_decision"] for r in rows)
+    labels = summary.get("labels", LABELS)  # summaries written before label sets had none
     strategies = Counter(r["strategy"] for r in rows)
     models = sorted({str(r["model"]) for r in rows if r.get("model")})
     header = "\n".join(
@@ -36,7 +39,7 @@ def render_card(summary: dict, rows: list[dict]) -> str:
         "",
         f"# PubMedQA augmented: {summary['strategy']} by {', '.join(models) or summary['model']}",
         "",
-        "Training data for PubMedQA (yes/no/maybe questions on PubMed abstracts) written by a large language",
+        f"Training data for PubMedQA ({'/'.join(labels)} questions on PubMed abstracts) written by a large language",
         "model from the training items of PQA-L, following Dr. LLaMA (Guo et al., 2023): *rewrite* rewords",
         "question, context and long answer with the same decision; *new* writes new question/answer pairs from",
         "the same abstracts; *original* rows are the unchanged sources (combined strategy).",
@@ -47,14 +50,14 @@ def render_card(summary: dict, rows: list[dict]) -> str:
         f"- Backend: {summary['backend']}; prompt version `{PROMPT_VERSION}`;",
         f"  sampling `{json.dumps(summary['sampling'])}`.",
         f"- Examples: {len(rows)} ({', '.join(f'{k}: {v}' for k, v in sorted(strategies.items()))}).",
-        f"- Decisions: {', '.join(f'{k}: {decisions.get(k, 0)}' for k in ('yes', 'no', 'maybe'))}.",
+        f"- Decisions: {', '.join(f'{k}: {decisions.get(k, 0)}' for k in labels)}.",
         f"- Rejected outputs: {summary['rejected']} ({json.dumps(summary['rejected_by_reason'])}).",
         f"- Tokens in/out: {summary['tokens_in']}/{summary['tokens_out']}; estimated cost (USD):"
         f" {summary['estimated_cost_usd']}.",
         "",
         "## Fields",
         "",
-        "`id` (unique), `question`, `context`, `long_answer`, `final_decision` (yes/no/maybe), and provenance:",
+        f"`id` (unique), `question`, `context`, `long_answer`, `final_decision` ({'/'.join(labels)}), and provenance:",
         "`source_id` (the PubMedQA item it came from), `strategy`, `model`, `prompt_version`.",
         "",
         "## Prompts",

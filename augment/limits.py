@@ -9,6 +9,13 @@ import time
 from dataclasses import dataclass
 
 RETRY_AFTER_CAP = 300.0  # never sleep longer than this on a server's say-so
+# HTTP statuses worth another try, as the openai client's own retries have them: request timeout, conflict
+# (e.g. a resource another request holds), rate limit; and every server error (5xx).
+RETRY_STATUSES = (408, 409, 429)
+
+
+def retryable_status(status: int) -> bool:
+    return status in RETRY_STATUSES or status >= 500
 
 
 class RateLimiter:

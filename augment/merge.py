@@ -5,13 +5,12 @@ across models (they hold the model's name); an original item present in several 
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
+from domainqa.config import ArgumentParser, UsageError, run_cli
 from domainqa.data import DataError, read_examples
 from domainqa.io import atomic_write_json, atomic_write_jsonl
 
@@ -43,14 +42,17 @@ def merge(run_dirs: list[str], output_dir: str) -> dict:
 
 def merges_from_file(path: str, root: str = "outputs/augment") -> list[tuple[list[str], str]]:
     """(run folders, output folder) for each entry {merged name: [data recipe name, ...]} of a merges file."""
-    table = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    try:
+        table = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"{path}: cannot read the merges file ({type(e).__name__}: {str(e).splitlines()[0]})") from e
     if not isinstance(table, dict) or not all(isinstance(v, list) for v in table.values()):
         raise DataError(f"{path}: expected {{merged name: [recipe name, ...]}}")
     return [([f"{root}/{name}" for name in names], f"{root}/{merged}") for merged, names in table.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m augment.merge", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="python -m augment.merge", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", help="output folders of augment runs (or any dataset files)")
     parser.add_argument("--output_dir", help="where the merged data.jsonl goes")
     parser.add_argument("--merges", help="a merges file such as recipes/augment/merges.yaml: build every entry")
@@ -60,16 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     elif args.runs and args.output_dir:
         jobs = [(args.runs, args.output_dir)]
     else:
-        parser.error("give run folders and --output_dir, or --merges FILE")
-    try:
-        for runs, output_dir in jobs:
-            summary = merge(runs, output_dir)
-            print(f"augment.merge: {summary['examples']} examples in {output_dir}/data.jsonl")
-    except DataError as e:
-        print(f"augment.merge: error: {e}", file=sys.stderr)
-        return 2
+        raise UsageError("give run folders and --output_dir, or --merges FILE")
+    for runs, output_dir in jobs:
+        summary = merge(runs, output_dir)
+        print(f"augment.merge: {summary['examples']} examples in {output_dir}/data.jsonl")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main, "augment.merge")

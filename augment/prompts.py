@@ -1,17 +1,19 @@
 """Zero-shot prompts in the spirit of the paper, and robust parsing of what the LLM answers.
 
 The prompt text is versioned: change `PROMPT_VERSION` whenever a prompt changes, so outputs and cache
-entries of different prompts are never mixed up (the prompt itself is part of the cache key too).
+entries of different prompts are never mixed up (the prompt itself is part of the cache key too). The decisions
+asked for are the task's label set (PubMedQA's yes/no/maybe by default), in the prompts and in the schema.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from domainqa.data import LABELS, Example
-from domainqa.prompts import parse_answer
+from domainqa.prompts import either, parse_answer
 
 PROMPT_VERSION = "v1"
 KINDS = ("rewrite", "new", "verify")
@@ -22,7 +24,7 @@ SYSTEM = (
 )
 OUTPUT_FORMAT = (
     'Answer with a JSON object with the keys "question", "context", "long_answer" and "final_decision" '
-    '(one of "yes", "no", "maybe").'
+    "(one of {labels})."
 )
 INSTRUCTIONS = {
     "rewrite": (
@@ -36,8 +38,8 @@ INSTRUCTIONS = {
         "stating the conclusion), a long answer that concludes from it, and the final decision."
     ),
     "verify": (
-        'Answer the research question from the context. Answer with a JSON object {"final_decision": ...} whose '
-        'value is one of "yes", "no" or "maybe".'
+        'Answer the research question from the context. Answer with a JSON object {{"final_decision": ...}} whose '
+        "value is one of {either}."
     ),
 }
 ALIASES = {
@@ -55,21 +57,28 @@ JSON_OBJECT = {"type": "json_object"}  # the fallback for servers without JSON-s
 MAX_CHARS = {"question": 300, "context": 1600, "long_answer": 700}
 # Shortest string per field: a one-word long answer ("Yes") or an empty context is no training example.
 MIN_CHARS = {"question": 15, "context": 100, "long_answer": 20}
-_DECISION = {"type": "string", "enum": list(LABELS)}
 
 
-def output_schema(kind: str, bounded: bool = True) -> dict[str, Any]:
-    """The JSON schema of an answer of `kind`, the one definition both backends use.
+def instruction(kind: str, labels: Sequence[str] = LABELS) -> str:
+    """The instruction of `kind` for the label set `labels`."""
+    quoted = [f'"{label}"' for label in labels]
+    return INSTRUCTIONS[kind].format(labels=", ".join(quoted), either=either(quoted))
+
+
+def output_schema(kind: str, bounded: bool = True, labels: Sequence[str] = LABELS) -> dict[str, Any]:
+    """The JSON schema of an answer of `kind` with a decision from `labels`, the one definition both backends
+    use.
 
     `bounded` adds maxLength/minLength to the strings; OpenAI's strict mode refuses those keywords,
     other servers (llama.cpp, vLLM, Ollama, TGI) and the local grammar honour them."""
     if kind not in KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}")
+    decision = {"type": "string", "enum": list(labels)}
     if kind == "verify":
-        properties: dict[str, Any] = {"final_decision": _DECISION}
+        properties: dict[str, Any] = {"final_decision": decision}
     else:
         properties = {name: _string(name, bounded) for name in MAX_CHARS}
-        properties["final_decision"] = _DECISION
+        properties["final_decision"] = decision
     return {
         "title": "pubmedqa_verdict" if kind == "verify" else "pubmedqa_item",
         "type": "object",
@@ -90,16 +99,18 @@ def response_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": schema["title"], "strict": True, "schema": schema}}
 
 
-def build_messages(kind: str, example: Example) -> list[dict[str, str]]:
-    """Chat messages asking for one `kind` output from `example` (a verify prompt hides the decision)."""
+def build_messages(kind: str, example: Example, labels: Sequence[str] = LABELS) -> list[dict[str, str]]:
+    """Chat messages asking for one `kind` output from `example`, its decision one of `labels` (a verify
+    prompt hides the decision)."""
     if kind not in KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}")
     if kind == "verify":
         shown = {"question": example["question"], "context": example["context"]}
-        user = f"{INSTRUCTIONS['verify']}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
+        user = f"{instruction('verify', labels)}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
     else:
         shown = {k: example[k] for k in OUTPUT_FIELDS}
-        user = f"{INSTRUCTIONS[kind]} {OUTPUT_FORMAT}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
+        output_format = OUTPUT_FORMAT.format(labels=", ".join(f'"{label}"' for label in labels))
+        user = f"{instruction(kind, labels)} {output_format}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 
@@ -133,32 +144,35 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def normalize_decision(value: Any) -> str | None:
+def normalize_decision(value: Any, labels: Sequence[str] = LABELS) -> str | None:
+    """One of `labels` as spelled there, or None."""
     if not isinstance(value, str):
         return None
     word = value.strip().strip(".!\"'").lower()
-    return word if word in LABELS else parse_answer(value)
+    spelled = {label.lower(): label for label in labels}
+    return spelled[word] if word in spelled else parse_answer(value, labels)
 
 
-def parse_output(text: str) -> dict[str, Any]:
-    """Map an answer onto {question, context, long_answer, final_decision}; missing fields are None."""
+def parse_output(text: str, labels: Sequence[str] = LABELS) -> dict[str, Any]:
+    """Map an answer onto {question, context, long_answer, final_decision}; missing fields are None, and so
+    is a decision outside `labels`."""
     raw = extract_json(text)
     lowered = {str(k).lower().replace(" ", "_"): v for k, v in raw.items()}
     out: dict[str, Any] = {}
     for name, keys in ALIASES.items():
         value = next((lowered[k] for k in keys if k in lowered), None)
-        out[name] = normalize_decision(value) if name == "final_decision" else _text(value)
+        out[name] = normalize_decision(value, labels) if name == "final_decision" else _text(value)
     if out["final_decision"] is None and any(k in lowered for k in ALIASES["final_decision"]):
         out["final_decision_raw"] = next(lowered[k] for k in ALIASES["final_decision"] if k in lowered)
     return out
 
 
-def parse_verdict(text: str) -> str | None:
+def parse_verdict(text: str, labels: Sequence[str] = LABELS) -> str | None:
     """The decision in a verifier answer: its JSON, else the whole-word label in the text."""
     try:
         raw = extract_json(text)
     except ParseError:
-        return parse_answer(text)
+        return parse_answer(text, labels)
     lowered = {str(k).lower(): v for k, v in raw.items()}
     value = next((lowered[k] for k in ALIASES["final_decision"] if k in lowered), None)
-    return normalize_decision(value) if value is not None else None
+    return normalize_decision(value, labels) if value is not None else None

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from tqdm.auto import tqdm
 
 from domainqa.data import Example
 from domainqa.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
@@ -22,7 +23,7 @@ from .batch import run_batch
 from .cache import Answer, AnswerCache, Request
 from .card import push_to_hub, render_card
 from .prompts import PROMPT_VERSION, ParseError, build_messages, output_schema, parse_output, parse_verdict
-from .sources import load_sources
+from .sources import load_sources, task_labels
 from .validation import LeakIndex, Limits, check_fields, fingerprint
 
 logger = logging.getLogger("augment")
@@ -48,8 +49,9 @@ def make_request(args: AugmentArguments, kind: str, example: Example, variant: i
     if kind == "verify":  # the verifier should answer, not be creative
         temperature, max_tokens = 0.0, VERIFY_MAX_TOKENS
     params = {"temperature": temperature, "top_p": args.top_p, "max_tokens": max_tokens, "seed": args.seed + variant}
-    schema = output_schema(kind, bounded=bounded_schema(args)) if args.json_mode != "off" else None
-    return Request(build_messages(kind, example), params, args.backend, args.model, meta, schema)
+    labels = task_labels(args)
+    schema = output_schema(kind, bounded_schema(args), labels) if args.json_mode != "off" else None
+    return Request(build_messages(kind, example, labels), params, args.backend, args.model, meta, schema)
 
 
 def bounded_schema(args: AugmentArguments) -> bool:
@@ -81,7 +83,7 @@ def estimate_cost(args: AugmentArguments, tokens_in: int, tokens_out: int) -> fl
 
 
 class Collector:
-    """Receives answers: caches each one before anything else touches it."""
+    """Receives answers: caches each one before anything else touches it, and shows the progress."""
 
     def __init__(self, cache: AnswerCache, total: int):
         self.cache = cache
@@ -90,6 +92,7 @@ class Collector:
         self.failures: dict[str, str] = {}
         self.new_tokens = Counter()
         self._last_log = time.monotonic()
+        self.bar: tqdm | None = None  # set while requests are out
 
     def on_answer(self, request: Request, answer: Answer) -> None:
         self.cache.put(request, answer)
@@ -106,6 +109,8 @@ class Collector:
 
     def _progress(self) -> None:
         self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
         if time.monotonic() - self._last_log > 10 or self.done == self.total:
             self._last_log = time.monotonic()
             logger.info("%d/%d requests done", self.done, self.total)
@@ -126,7 +131,7 @@ class Run:
     def __init__(self, args: AugmentArguments):
         self.args = args
         self.api_key = os.environ.get(args.api_key_env) if args.backend == "openai" else None
-        self.redact = Redactor(self.api_key)
+        self.redact = Redactor.for_server(self.api_key, args.base_url)  # the key, and any in the URL
         self.cache = AnswerCache(args.cache_dir or Path(args.output_dir) / "cache")
         self.backend = None
         self.stats: Counter = Counter()
@@ -152,7 +157,13 @@ class Run:
         collector = Collector(self.cache, len(pending))
         if pending:
             logger.info("%d request(s) to send, %d answered from the cache", len(pending), len(requests) - len(pending))
-            await answer_all(self.args, await self._backend(), pending, collector)
+            backend = await self._backend()  # a refused key or an unreachable server stops the run before the bar
+            # One bar, on the main process only (RANK is set where a launcher starts several).
+            with tqdm(
+                total=len(pending), unit="request", desc="augment", disable=os.environ.get("RANK", "0") != "0"
+            ) as bar:
+                collector.bar = bar
+                await answer_all(self.args, backend, pending, collector)
         self.stats["tokens_in_this_run"] += collector.new_tokens["in"]
         self.stats["tokens_out_this_run"] += collector.new_tokens["out"]
         results: dict[str, Answer | str] = {}
@@ -237,6 +248,7 @@ async def assemble(
     seen = {fingerprint(s) for s in sources}  # an output equal to any source item is no new example
     rejected: list[dict] = []
     candidates: list[tuple[Request, dict]] = []
+    labels = task_labels(args)
     for request in requests:
         source, kind, variant = sources[request.meta["source"]], request.meta["kind"], request.meta["variant"]
         base = {"source_id": source["id"], "strategy": kind, "variant": variant, "model": args.model}
@@ -245,11 +257,11 @@ async def assemble(
             rejected.append({**base, "reason": "request_failed", "detail": run.redact(answer)})
             continue
         try:
-            output = parse_output(answer.text)
+            output = parse_output(answer.text, labels)
         except ParseError as e:
             rejected.append({**base, "reason": "unparseable", "detail": str(e), "output": answer.text})
             continue
-        problem = check_fields(output, kind, source, limits)
+        problem = check_fields(output, kind, source, limits, labels)
         if problem is None:
             leak = leak_index.leak(output)
             problem = ("test_overlap", leak) if leak else None
@@ -281,7 +293,7 @@ async def verify(
         check = checks.get(request.key)
         if check is not None:
             answer = answers[check.key]
-            verdict = None if isinstance(answer, str) else parse_verdict(answer.text)
+            verdict = None if isinstance(answer, str) else parse_verdict(answer.text, task_labels(args))
             expected = sources[request.meta["source"]]["final_decision"]
             if verdict != expected:
                 detail = f"verifier answered {verdict}, source says {expected}"

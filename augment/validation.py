@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from domainqa.data import LABELS, Example, content_key, words
@@ -94,13 +94,16 @@ def invented_numbers(output: dict, source: Example) -> set[str]:
     return written - stated
 
 
-def check_fields(output: dict, kind: str, source: Example, limits: Limits) -> tuple[str, str] | None:
-    """(reason, detail) if `output` cannot be used, else None. Checks that need no other output."""
+def check_fields(
+    output: dict, kind: str, source: Example, limits: Limits, labels: Sequence[str] = LABELS
+) -> tuple[str, str] | None:
+    """(reason, detail) if `output` cannot be used, else None. Checks that need no other output; the
+    decision must be one of `labels`."""
     missing = [f for f in ("question", "context", "long_answer") if not output.get(f)]
     if missing:
         return "missing_field", ", ".join(missing)
     decision = output.get("final_decision")
-    if decision not in LABELS:
+    if decision not in labels:
         return "bad_decision", f"final_decision {output.get('final_decision_raw', decision)!r}"
     if kind == "rewrite" and decision != source["final_decision"]:
         return "decision_changed", f"{source['final_decision']} -> {decision}"

@@ -11,10 +11,10 @@ from trl import SFTConfig
 
 from . import checks
 from .classifier import TASK_TYPES
-from .config import field_names
-from .data import NUM_OFFICIAL_FOLDS, SPLITS
+from .config import UsageError, field_names
 from .modeling import EMBEDDED_MODEL, PEFT_METHODS
 from .prompts import ANSWER_STYLES, PROMPT_FORMATS
+from .task import DataSpec
 
 
 @dataclass
@@ -67,13 +67,9 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    dataset_path: str | None = field(
-        default=None,
-        metadata={"help": "PQA-L file (official ori_pqal.json); default $PUBMEDQA_PATH, else the Hub dataset."},
-    )
-    split: Literal["paper", "official"] = field(default="paper", metadata={"help": f"One of {', '.join(SPLITS)}."})
-    fold: int = field(default=0, metadata={"help": "Official split: cross-validation fold 0..9 for train/validation."})
+class DataArguments(DataSpec):
+    """The data set (DataSpec: PQA-L, or your own with its columns and label set) and its prompts."""
+
     train_data: str | None = field(
         default=None,
         metadata={
@@ -92,14 +88,12 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation items."})
 
     def __post_init__(self):
+        self.check_spec()
         for name, value, choices in (
-            ("split", self.split, SPLITS),
             ("prompt_format", self.prompt_format, PROMPT_FORMATS),
             ("answer_style", self.answer_style, ANSWER_STYLES),
         ):
             checks.one_of(name, value, choices)
-        if not 0 <= self.fold < NUM_OFFICIAL_FOLDS:
-            raise ValueError(f"fold must be in 0..{NUM_OFFICIAL_FOLDS - 1}, got {self.fold}")
         checks.at_least("max_train_samples", self.max_train_samples, 1)
         checks.at_least("max_eval_samples", self.max_eval_samples, 1)
 
@@ -128,9 +122,12 @@ class InferenceArguments:
         metadata={"help": "Kept for fidelity to the paper (0.8); it has no effect on beam search without sampling."},
     )
     max_new_tokens: int = field(default=32, metadata={"help": "Generate mode: new tokens (raise for reasoning)."})
-    unparsed_fallback: Literal["yes", "no", "maybe"] = field(
-        default="maybe",
-        metadata={"help": "Label written to the official JSON for an unparseable generation (they are counted)."},
+    unparsed_fallback: str | None = field(
+        default=None,
+        metadata={
+            "help": "Label written to the official JSON for an unparseable generation (they are counted); unset: "
+            "maybe, or the first label of a label set without it."
+        },
     )
     predictions_name: str | None = field(
         default=None,
@@ -146,7 +143,6 @@ class InferenceArguments:
             raise ValueError(f"mode must be score or generate, got {self.mode!r}")
         if self.eval_split not in ("test", "validation", "train"):
             raise ValueError(f"eval_split must be test, validation or train, got {self.eval_split!r}")
-        checks.one_of("unparsed_fallback", self.unparsed_fallback, ("yes", "no", "maybe"))
         for name in ("batch_size", "num_beams", "max_new_tokens"):
             checks.at_least(name, getattr(self, name), 1)
         if self.repetition_penalty <= 0:
@@ -174,10 +170,19 @@ class EvaluationArguments:
     )
     bootstrap_samples: int = field(default=1000, metadata={"help": "Resamples for the 95% intervals (0: none)."})
     bootstrap_seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
+    baseline: str | None = field(
+        default=None,
+        metadata={
+            "help": "A predictions file to compare every --predictions file with on the same items: the differences"
+            " in accuracy and macro-F1 with paired bootstrap 95% intervals (the same resampled items for both)."
+        },
+    )
 
     def __post_init__(self):
         checks.at_least("bootstrap_samples", self.bootstrap_samples, 0)
         checks.writable_file("output_file", self.output_file)
+        if self.baseline is not None and self.bootstrap_samples == 0:
+            raise UsageError("--baseline needs --bootstrap_samples above 0 (the paired intervals are resampled)")
 
 
 def pipeline_keys() -> set[str]:

@@ -66,11 +66,16 @@ def writable_file(name: str, value: str | None) -> None:
 
 
 def looks_like_path(value: str) -> bool:
-    """True for what can only be a local path, never a Hub id (user/name or name)."""
-    if value.startswith((".", "/", "~")) or value.count("/") > 1 or os.sep != "/" and os.sep in value:
+    """True for what can only be a local path, never a Hub id (user/name or name, then @revision).
+
+    The one test of it: model and adapter arguments (model_source) and Hub data sets (hub_data) use it."""
+    if value.endswith(("/", os.sep)):
+        return True
+    repo = value.split("@", 1)[0]  # a revision may hold slashes: user/name@refs/pr/1
+    if repo.startswith((".", "/", "~")) or repo.count("/") > 1 or os.sep != "/" and os.sep in repo:
         return True
     # 'outputs/run' fits the user/name form, but where ./outputs exists it is a folder that is missing.
-    return value.count("/") == 1 and Path(value.split("/")[0]).is_dir()
+    return repo.count("/") == 1 and Path(repo.split("/")[0]).is_dir()
 
 
 def model_source(name: str, value: str | None) -> None:

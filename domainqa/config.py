@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import errno
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from transformers import HfArgumentParser
@@ -26,19 +27,37 @@ class RecipeError(UsageError):
 _STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
-def run_cli(main: Callable[[], object]) -> None:
-    """Run a script's main(); bad input, or a full disk, exits with status 2 and one line."""
+EXIT_USAGE = 2  # bad input, or a full disk: argparse's status for a usage error
+EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+
+
+def run_main(main: Callable[[list[str]], object], args: list[str] | None = None, prog: str | None = None) -> int:
+    """Run a command's `main(args)` (default: this process's arguments) and return its exit status.
+
+    Every command goes through here: bad input or a full disk is one line on stderr and status 2, Ctrl-C a
+    short line and status 130; any other error keeps its traceback. An int that `main` returns is the
+    status (e.g. augment's batch still pending), anything else means success."""
+    prog = prog or Path(sys.argv[0]).name
     try:
-        main()
+        result = main(list(sys.argv[1:] if args is None else args))
     except UsageError as e:
-        print(f"{Path(sys.argv[0]).name}: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; rerun the same command to go on", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as e:
         reason = storage_failure(e)
         if reason is None:
             raise
-        print(f"{Path(sys.argv[0]).name}: error: {reason}; free space and rerun to go on", file=sys.stderr)
-        sys.exit(2)
+        print(f"{prog}: error: {reason}; free space and rerun to go on", file=sys.stderr)
+        return EXIT_USAGE
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def run_cli(main: Callable[[list[str]], object], prog: str | None = None) -> NoReturn:
+    """The `if __name__ == "__main__"` of every command: run_main on the command line, then exit."""
+    sys.exit(run_main(main, prog=prog))
 
 
 def storage_failure(error: BaseException) -> str | None:
@@ -57,10 +76,24 @@ def storage_failure(error: BaseException) -> str | None:
     return None
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML with YAML 1.2's booleans, true and false only: YAML 1.1 also reads yes, no, on and off as
+    booleans, which would turn a label set [yes, no] or `unparsed_fallback: no` into true and false."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [(tag, pattern) for tag, pattern in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
+        recipe = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader)  # noqa: S506 - a SafeLoader
     except OSError as e:
         raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from e
     except yaml.YAMLError as e:
@@ -99,11 +132,19 @@ def _take_recipe_path(args: list[str]) -> str | None:
     return found[0] if found else None
 
 
-class _Parser(HfArgumentParser):
-    """argparse reports a bad flag with the whole usage text and exits; here it is one line."""
+class OneLineErrors:
+    """argparse reports a bad flag with the whole usage text and exits; here it is a UsageError, one line."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"invalid argument: {message}")
+
+
+class ArgumentParser(OneLineErrors, argparse.ArgumentParser):
+    """The parser of the commands without a recipe (python -m domainqa.hub, python -m augment.merge)."""
+
+
+class _Parser(OneLineErrors, HfArgumentParser):
+    pass
 
 
 def parse_args(*dataclass_types: type, args: list[str] | None = None, shared_keys: set[str] = frozenset()) -> tuple:

@@ -1,7 +1,8 @@
 """PubMedQA-style data: reading any supported file, validating it, and the paper / official splits.
 
 Every example is a plain dict with the fields of `FIELDS`. Files written by `augment/` carry extra
-provenance fields, which are kept as they are.
+provenance fields, which are kept as they are. A data set of another task names its own columns
+(`columns`: field -> column) and its own closed label set (`labels`); domainqa/task.py builds it.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 import os
 import random
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +64,46 @@ def _context_text(value: Any) -> str | None:
     return None
 
 
-def normalize_example(row: dict, where: str, default_id: str | None = None) -> Example:
-    """Map the official file's, the Hub's and our own field names onto `FIELDS`, and validate."""
-    question = _first(row, "question", "QUESTION")
-    raw_context = _first(row, "context", "contexts", "CONTEXTS")
-    decision = _first(row, "final_decision", "label", "answer")
-    example_id = _first(row, "id", "pubid", "pmid", "PMID")
+# The names each field goes by: the official file's, the Hub's and our own. Where a data set names its own
+# column for a field (`columns`), only that column and our own name (the field's) count: augment/ outputs
+# read under the same mapping, and a misnamed column is an error, not another column of a similar name.
+FIELD_NAMES = {
+    "id": ("id", "pubid", "pmid", "PMID"),
+    "question": ("question", "QUESTION"),
+    "context": ("context", "contexts", "CONTEXTS"),
+    "long_answer": ("long_answer", "LONG_ANSWER"),
+    "final_decision": ("final_decision", "label", "answer"),
+}
+
+
+def field_keys(field: str, columns: Mapping[str, str | None] | None) -> tuple[str, ...]:
+    """The keys a row may hold `field` under, the data set's own column first."""
+    own = (columns or {}).get(field)
+    return (own, field) if own else FIELD_NAMES[field]
+
+
+def canonical_label(value: Any, labels: Sequence[str] | None) -> str | None:
+    """`value` as spelled in `labels` (compared without case or surrounding space), None if it is not one;
+    without a label set, the value itself (stripped)."""
+    text = str(value).strip()
+    if labels is None:
+        return text or None
+    return {label.lower(): label for label in labels}.get(text.lower())
+
+
+def normalize_example(
+    row: dict,
+    where: str,
+    default_id: str | None = None,
+    labels: Sequence[str] | None = LABELS,
+    columns: Mapping[str, str | None] | None = None,
+) -> Example:
+    """Map the official file's, the Hub's, our own or the data set's own (`columns`) field names onto
+    `FIELDS`, and validate; the label must be one of `labels` (None: any non-empty value)."""
+    question = _first(row, *field_keys("question", columns))
+    raw_context = _first(row, *field_keys("context", columns))
+    decision = _first(row, *field_keys("final_decision", columns))
+    example_id = _first(row, *field_keys("id", columns))
     if example_id is None:
         example_id = default_id
     missing = [
@@ -87,13 +123,17 @@ def normalize_example(row: dict, where: str, default_id: str | None = None) -> E
     context = _context_text(raw_context)
     if context is None or not context.strip():
         raise DataError(f"{where}: context must be a non-empty string or list of strings")
-    label = str(decision).strip().lower()
-    if label not in LABELS:
-        raise DataError(f"{where}: final_decision {decision!r} is not one of {', '.join(LABELS)}")
-    long_answer = _first(row, "long_answer", "LONG_ANSWER") or ""
+    label = canonical_label(decision, labels)
+    if label is None:
+        name = (columns or {}).get("final_decision") or "final_decision"
+        if labels is None:
+            raise DataError(f"{where}: empty {name}")
+        raise DataError(f"{where}: {name} {decision!r} is not one of {', '.join(labels)}")
+    long_answer = _first(row, *field_keys("long_answer", columns)) or ""
     if not isinstance(long_answer, str):
         raise DataError(f"{where}: long_answer must be a string")
-    example = {k: v for k, v in row.items() if k not in _ALIASES}
+    own_columns = {c for c in (columns or {}).values() if c}
+    example = {k: v for k, v in row.items() if k not in _ALIASES and k not in own_columns}
     example.update(
         id=str(example_id),
         question=question.strip(),
@@ -152,13 +192,47 @@ def _read_rows(path: Path) -> list[tuple[dict, str | None]]:
     if suffix == ".csv":
         with path.open(encoding="utf-8", newline="") as f:
             return [(row, None) for row in csv.DictReader(f)]
-    raise DataError(f"{path}: unsupported file type {suffix!r} (use .json, .jsonl, .csv or a saved datasets folder)")
+    if suffix == ".parquet":
+        import pyarrow.parquet
+
+        try:
+            return [(row, None) for row in pyarrow.parquet.read_table(path).to_pylist()]
+        except Exception as e:  # noqa: BLE001 - pyarrow's errors for a file that is not Parquet vary by version
+            raise DataError(f"{path}: unreadable ({type(e).__name__}: {str(e)[:200]})") from e
+    raise DataError(
+        f"{path}: unsupported file type {suffix!r} (use .json, .jsonl, .csv, .parquet or a saved datasets folder)"
+    )
 
 
-def read_examples(path: str | os.PathLike) -> list[Example]:
-    """Read and validate every row of a JSON/JSONL/CSV file, a saved `datasets` folder, or an
+def check_columns(path: Path, row: dict, columns: Mapping[str, str | None]) -> None:
+    """Every field a row needs has a column in the file (the first row's keys): one line naming the
+    file, the missing column and the columns there are."""
+    for field, argument in (
+        ("question", "question_column"),
+        ("context", "context_column"),
+        ("final_decision", "label_column"),
+        ("long_answer", "long_answer_column"),
+        ("id", "id_column"),
+    ):
+        optional = field in ("long_answer", "id") and not columns.get(field)
+        if optional or any(key in row for key in field_keys(field, columns)):
+            continue
+        wanted = columns.get(field) or field
+        raise DataError(f"{path}: no column {wanted!r} ({argument}); its columns are {', '.join(map(str, row))}")
+
+
+def read_examples(
+    path: str | os.PathLike,
+    labels: Sequence[str] | None = LABELS,
+    columns: Mapping[str, str | None] | None = None,
+) -> list[Example]:
+    """Read and validate every row of a JSON/JSONL/CSV/Parquet file, a saved `datasets` folder, or an
     augmentation output folder (its `data.jsonl`), or a Hub dataset `user/name[@revision][:split]` where no
-    such local path exists (domainqa.hub_data). Raises `DataError` naming the file and row."""
+    such local path exists (domainqa.hub_data). Raises `DataError` naming the file and row.
+
+    `columns` (a data set of its own, domainqa/task.py) maps fields to the file's columns: every needed
+    column must exist, and rows without an id column are numbered `<file stem>-<row>`. Labels must be one
+    of `labels` (None: any non-empty value)."""
     from .hub_data import load_hub_rows, parse_hub_dataset  # it imports this module
 
     hub = parse_hub_dataset(str(path))
@@ -169,7 +243,7 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
         raise DataError(f"{path}: no such file or folder")
     elif path.is_dir():
         if (path / "data.jsonl").is_file():
-            return read_examples(path / "data.jsonl")
+            return read_examples(path / "data.jsonl", labels, columns)
         try:
             from datasets import load_from_disk
 
@@ -186,12 +260,16 @@ def read_examples(path: str | os.PathLike) -> list[Example]:
             raise DataError(f"{path}: unreadable ({e})") from e
     if not rows:
         raise DataError(f"{path}: no examples")
+    if columns is not None and isinstance(rows[0][0], dict):
+        check_columns(path, rows[0][0], columns)
     examples = []
     for index, (row, key) in enumerate(rows):
         where = f"{path}, row {index + 1}" + (f" (id {key})" if key else "")
         if not isinstance(row, dict):
             raise DataError(f"{where}: expected an object, got {type(row).__name__}")
-        examples.append(normalize_example(row, where, default_id=key))
+        if key is None and columns is not None and not columns.get("id"):
+            key = f"{path.stem}-{index + 1}"  # used only where the row has no id of its own
+        examples.append(normalize_example(row, where, default_id=key, labels=labels, columns=columns))
     seen: set[str] = set()
     for index, example in enumerate(examples):
         if example["id"] in seen:
@@ -205,6 +283,11 @@ def load_pubmedqa(path: str | None = None) -> list[Example]:
     path = path or os.environ.get(PUBMEDQA_ENV)
     if path:
         return read_examples(path)
+    from .hub_access import check_hub_dataset  # one line now, where the loader would retry for minutes
+
+    check_hub_dataset(
+        PUBMEDQA_HUB_ID[0], local_hint=f"give the official ori_pqal.json with --dataset_path or ${PUBMEDQA_ENV}"
+    )
     try:
         from datasets import load_dataset
 

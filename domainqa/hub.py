@@ -12,11 +12,11 @@ import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 import yaml
 
+from .config import ArgumentParser, UsageError, run_cli
 from .modeling import EMBEDDED_MODEL
 from .run_folder import (
     MODEL_FILES,
@@ -66,7 +66,7 @@ def release_files(output_dir: str | os.PathLike, repo_id: str | None = None) -> 
     """What a release of `output_dir` holds, path in repo -> local file or contents; the card included."""
     folder = Path(output_dir)
     if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
-        raise FileNotFoundError(f"{folder} holds no trained adapter or model (adapter_config.json / config.json)")
+        raise UsageError(f"{folder} holds no trained adapter or model (adapter_config.json / config.json)")
     names = [*MODEL_FILES, *TOKENIZER_FILES, *RESULT_FILES, *_metrics_files(folder)]
     for stem in prediction_stems(folder):
         names += [f"{stem}{suffix}" for suffix in PREDICTION_SUFFIXES.values()]
@@ -268,21 +268,10 @@ def push_run(
     return list(files)
 
 
-def load_hub_run_config(repo_id: str, revision: str | None = None) -> dict:
-    """run_config.yaml of a released run on the Hub (or in the local Hub cache offline); {} if it has none."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
-
-    try:
-        path = hf_hub_download(repo_id, RUN_CONFIG, revision=revision)
-    except (EntryNotFoundError, LocalEntryNotFoundError, HFValidationError) as e:
-        logger.info("No %s for %s (%s)", RUN_CONFIG, repo_id, type(e).__name__)
-        return {}
-    return load_run_config(str(Path(path).parent))
-
-
 def main(args: list[str] | None = None) -> list[str]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        prog="python -m domainqa.hub", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("output_dir", help="A train.py output folder (after infer.py / evaluate.py if wanted).")
     parser.add_argument("--hub_model_id", required=True, help="user/name of the Hub model repository.")
     parser.add_argument("--hub_token", default=None, help="Default: $HF_TOKEN or the stored login.")
@@ -299,5 +288,4 @@ def main(args: list[str] | None = None) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(0)
+    run_cli(main, "domainqa.hub")

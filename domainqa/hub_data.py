@@ -14,9 +14,10 @@ from pathlib import Path
 
 from .checks import looks_like_path
 from .data import DataError
+from .hub_access import REPO_REVISION, HubUnreachable, check_hub_dataset
 
 # user/name, then @revision (a branch, tag, commit or refs/pr/N), then :split
-_HUB_ID = re.compile(r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<revision>[\w./-]+?))?(?::(?P<split>[\w.-]+))?")
+_HUB_ID = re.compile(REPO_REVISION + r"(?::(?P<split>[\w.-]+))?")
 _DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".tsv")
 
 
@@ -50,6 +51,10 @@ def load_hub_rows(dataset: HubDataset) -> list[dict]:
     """Every row of one split of a Hub dataset; DataError in one line when it cannot be loaded."""
     from datasets import DatasetDict, load_dataset
 
+    try:
+        check_hub_dataset(dataset.repo_id, dataset.revision)  # one line now where the loader would retry for minutes
+    except HubUnreachable as e:
+        raise DataError(str(e)) from None
     try:
         loaded = load_dataset(dataset.repo_id, revision=dataset.revision, split=dataset.split)
     except Exception as e:  # noqa: BLE001 - not found, no such revision or split, offline: all end here

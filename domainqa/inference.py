@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from .data import LABELS, Example
+from .data import Example
 from .prompts import PromptFormat, parse_answer
 
 
@@ -27,12 +27,12 @@ def _common_prefix_length(sequences: list[list[int]]) -> int:
 
 
 def _label_token_ids(tokenizer, fmt: PromptFormat, example: Example) -> tuple[list[int], list[list[int]]]:
-    """Token ids of the context shared by the three answers, and of each answer's continuation.
+    """Token ids of the context shared by the labels' answers, and of each answer's continuation.
 
     Tokenizing each full text and cutting at the longest common prefix gives exactly the tokens
     the model saw in training, whatever the tokenizer does at the boundary."""
     context = fmt.scoring_context(example)
-    full = [tokenizer(context + fmt.label_text(label))["input_ids"] for label in LABELS]
+    full = [tokenizer(context + fmt.label_text(label))["input_ids"] for label in fmt.labels]
     shared = min(_common_prefix_length(full), min(len(ids) for ids in full) - 1)
     return full[0][:shared], [ids[shared:] for ids in full]
 
@@ -40,8 +40,8 @@ def _label_token_ids(tokenizer, fmt: PromptFormat, example: Example) -> tuple[li
 def label_token_ids(tokenizer, fmt: PromptFormat, example: Example) -> dict[str, int]:
     """The first token of each label's answer after the lead-in: the token that carries the decision."""
     _, continuations = _label_token_ids(tokenizer, fmt, example)
-    first = {label: ids[0] for label, ids in zip(LABELS, continuations, strict=True)}
-    if len(set(first.values())) < len(LABELS):
+    first = {label: ids[0] for label, ids in zip(fmt.labels, continuations, strict=True)}
+    if len(set(first.values())) < len(fmt.labels):
         raise ValueError(f"the labels' answers start with the same token for this tokenizer: {first}")
     return first
 
@@ -73,7 +73,7 @@ def _score_batch_with_shared_cache(model, prefixes: list[list[int]], continuatio
     """Log-likelihood of each continuation: one forward over the shared contexts, then one small
     forward over all continuations on top of the context cache repeated per label."""
     device = model.device
-    num_labels = len(LABELS)
+    num_labels = len(continuations[0])
     ids, mask = _pad(prefixes, pad_id, left=True)
     ids, mask = ids.to(device), mask.to(device)
     # Only the last position's logits are read: computing the vocabulary head at every prompt position
@@ -111,7 +111,7 @@ def _score_batch_full(model, prefixes: list[list[int]], continuations: list[list
     """Same scores from one forward over every context+answer (for prefix tuning, whose virtual
     tokens own the cache)."""
     device = model.device
-    num_labels = len(LABELS)
+    num_labels = len(continuations[0])
     rows = [p + c for p, per_example in zip(prefixes, continuations, strict=True) for c in per_example]
     ids, mask = _pad(rows, pad_id, left=False)
     logprobs = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float().log_softmax(-1)
@@ -129,15 +129,16 @@ def _uses_virtual_tokens(model) -> bool:
 
 
 def score_labels(model, tokenizer, fmt: PromptFormat, examples: list[Example], batch_size: int = 8) -> Iterator[dict]:
-    """For each example, the log-likelihood of each label's answer and the most likely label."""
+    """For each example, the log-likelihood of each label's answer (the labels of `fmt`) and the most likely
+    label."""
     pad_id = tokenizer.pad_token_id
     score_batch = _score_batch_full if _uses_virtual_tokens(model) else _score_batch_with_shared_cache
     for batch in batches(examples, batch_size):
         encoded = [_label_token_ids(tokenizer, fmt, ex) for ex in batch]
         scores = score_batch(model, [p for p, _ in encoded], [c for _, c in encoded], pad_id)
         for example, row in zip(batch, scores.tolist(), strict=True):
-            best = LABELS[max(range(len(LABELS)), key=row.__getitem__)]
-            yield {"id": example["id"], "prediction": best, "label_logprobs": dict(zip(LABELS, row, strict=True))}
+            best = fmt.labels[max(range(len(fmt.labels)), key=row.__getitem__)]
+            yield {"id": example["id"], "prediction": best, "label_logprobs": dict(zip(fmt.labels, row, strict=True))}
 
 
 @torch.inference_mode()
@@ -166,4 +167,4 @@ def generate_answers(
         )
         texts = tokenizer.batch_decode(output[:, encoded["input_ids"].shape[1] :], skip_special_tokens=True)
         for example, text in zip(batch, texts, strict=True):
-            yield {"id": example["id"], "generation": text, "prediction": parse_answer(text)}
+            yield {"id": example["id"], "generation": text, "prediction": parse_answer(text, fmt.labels)}

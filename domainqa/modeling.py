@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .config import UsageError
+from .hub_access import hub_model_commit
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +69,17 @@ def embedded_model_path() -> Path:
 
 
 def resolve_model_path(name_or_path: str) -> str:
+    """What a loader is given for a model: the folder of an embedded model; a Hub id as it is, once the Hub
+    (or, with HF_HUB_OFFLINE=1, the cache) has answered for it, so that an unreachable Hub stops the script
+    in one line instead of each file's retries; a local folder as it is."""
     from .classifier import EMBEDDED_ENCODER, embedded_encoder_path  # the encoder lives with the classifier code
 
     if name_or_path == EMBEDDED_ENCODER:
         return str(embedded_encoder_path())
-    return str(embedded_model_path()) if name_or_path == EMBEDDED_MODEL else name_or_path
+    if name_or_path == EMBEDDED_MODEL:
+        return str(embedded_model_path())
+    hub_model_commit(name_or_path)
+    return name_or_path
 
 
 def load_tokenizer(name_or_path: str, **kwargs) -> PreTrainedTokenizerBase:

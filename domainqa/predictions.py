@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 from .config import UsageError
@@ -58,9 +59,10 @@ def cut_to_complete_rows(path: Path, length: int) -> None:
             f.truncate(length)
 
 
-def read_predictions(path: str | Path) -> tuple[dict[str, str], int | None]:
+def read_predictions(path: str | Path, labels: Sequence[str] | None = LABELS) -> tuple[dict[str, str], int | None]:
     """Predictions keyed by PMID from either format, and the number of unparseable generations
-    (None when the file cannot tell, as with the official format)."""
+    (None when the file cannot tell, as with the official format). Labels outside `labels` are an error
+    (None: not checked here, for a label set read off the data later)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -81,7 +83,7 @@ def read_predictions(path: str | Path) -> tuple[dict[str, str], int | None]:
                 raise UsageError(f"{path}, line {line_no}: id {pmid} appears a second time")
             predictions[pmid] = label
             unparsed += not parsed
-        return _checked_labels(path, predictions), unparsed
+        return _checked_labels(path, predictions, labels), unparsed
     try:
         predictions = json.loads(text, object_pairs_hook=unique_keys)
     except json.JSONDecodeError as e:
@@ -90,12 +92,12 @@ def read_predictions(path: str | Path) -> tuple[dict[str, str], int | None]:
         raise UsageError(f"{path}: {e}") from e
     if not isinstance(predictions, dict):
         raise UsageError(f"{path}: expected the official format, an object {{PMID: label}}")
-    return _checked_labels(path, {str(k): v for k, v in predictions.items()}), None
+    return _checked_labels(path, {str(k): v for k, v in predictions.items()}, labels), None
 
 
-def _checked_labels(path: Path, predictions: dict[str, object]) -> dict[str, str]:
+def _checked_labels(path: Path, predictions: dict[str, object], labels: Sequence[str] | None) -> dict[str, str]:
     """Every label must be one of the task's: another one would add a class to the macro-F1."""
     for pmid, label in predictions.items():
-        if label not in LABELS:
-            raise UsageError(f"{path}: PMID {pmid}: label {label!r} is not one of {', '.join(LABELS)}")
+        if labels is not None and label not in labels:
+            raise UsageError(f"{path}: PMID {pmid}: label {label!r} is not one of {', '.join(labels)}")
     return predictions

@@ -1,13 +1,14 @@
 """Prompt formats: how an example becomes a prompt, and what the model should answer.
 
 Training sees `prompt + completion`; the loss covers the completion only. Label scoring compares
-`prompt + answer_lead(...) + label_text(label)` across the three labels; generation reads the
-label back with `parse_answer`.
+`prompt + answer_lead(...) + label_text(label)` across the labels of the task's label set (PubMedQA's
+yes/no/maybe unless a data set declares its own); generation reads the label back with `parse_answer`.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from .config import UsageError
 from .data import LABELS, Example
@@ -21,10 +22,30 @@ CHAT_LEAD = "The answer is"
 CHAT_INSTRUCTION = "Answer the research question from the abstract with yes, no or maybe."
 
 
+def either(labels: Sequence[str], quote: str = "") -> str:
+    """'yes, no or maybe': the labels as a sentence names them."""
+    shown = [f"{quote}{label}{quote}" for label in labels]
+    return f"{', '.join(shown[:-1])} or {shown[-1]}" if len(shown) > 1 else "".join(shown)
+
+
+def chat_instruction(labels: Sequence[str]) -> str:
+    """PubMedQA's instruction, or for another label set the same request in general words."""
+    if tuple(labels) == LABELS:
+        return CHAT_INSTRUCTION
+    return f"Answer the question from the context with {either(labels)}."
+
+
 class PromptFormat:
     """`biogpt`: the paper's plain-text source/target; `chat`: the tokenizer's chat template."""
 
-    def __init__(self, name: str, tokenizer=None, answer_style: str = "direct", system_prompt: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        tokenizer=None,
+        answer_style: str = "direct",
+        system_prompt: str | None = None,
+        labels: Sequence[str] = LABELS,
+    ):
         if name not in PROMPT_FORMATS:
             raise UsageError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {name!r}")
         if answer_style not in ANSWER_STYLES:
@@ -36,9 +57,10 @@ class PromptFormat:
         self.answer_style = answer_style
         self.system_prompt = system_prompt
         self.lead = BIOGPT_LEAD if name == "biogpt" else CHAT_LEAD
+        self.labels = tuple(labels)  # what label scoring compares and generation parses
 
     def _messages(self, example: Example) -> list[dict]:
-        user = f"{CHAT_INSTRUCTION}\n\nContext: {example['context']}\n\nQuestion: {example['question']}"
+        user = f"{chat_instruction(self.labels)}\n\nContext: {example['context']}\n\nQuestion: {example['question']}"
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         return system + [{"role": "user", "content": user}]
 
@@ -83,21 +105,27 @@ class PromptFormat:
         return {"prompt": self.prompt(example), "completion": self.completion(example)}
 
 
-_LABEL = r"(yes|no|maybe)"
-_AFTER_LEAD = re.compile(rf"answer\b[^.?!\n]*?\bis\b\W*{_LABEL}\b", re.IGNORECASE)
-_LABEL_WORD = re.compile(rf"\b{_LABEL}\b", re.IGNORECASE)
+def _label_patterns(labels: Sequence[str]) -> tuple[re.Pattern, re.Pattern, re.Pattern]:
+    """(label after the lead-in, any label as whole words, a label as the first word)."""
+    # Longest first, so that a label that starts another ("no" and "no effect") matches whole.
+    alternatives = "|".join(re.escape(label) for label in sorted(labels, key=len, reverse=True))
+    label = rf"(?<!\w)({alternatives})(?!\w)"
+    after_lead = rf"answer\b[^.?!\n]*?\bis\b\W*?{label}"
+    return tuple(re.compile(p, re.IGNORECASE) for p in (after_lead, label, rf"\W*{label}"))
 
 
-def parse_answer(text: str) -> str | None:
-    """The yes/no/maybe decision in a generated answer, matching whole words only ("not" and
-    "know" are not "no"); None if the text states no single decision."""
-    stated = _AFTER_LEAD.findall(text)
+def parse_answer(text: str, labels: Sequence[str] = LABELS) -> str | None:
+    """The decision in a generated answer, one of `labels` as spelled there, matching whole words only
+    ("not" and "know" are not "no"); None if the text states no single decision."""
+    spelled = {label.lower(): label for label in labels}
+    after_lead, label_word, leading = _label_patterns(labels)
+    stated = after_lead.findall(text)
     if stated:
-        return stated[-1].lower()
-    words = [w.lower() for w in _LABEL_WORD.findall(text)]
+        return spelled[stated[-1].lower()]
+    words = [spelled[w.lower()] for w in label_word.findall(text)]
     if not words:
         return None
-    first_word = re.match(r"\W*(\w+)", text)
-    if first_word and first_word.group(1).lower() in LABELS:
-        return first_word.group(1).lower()
+    first = leading.match(text)
+    if first:
+        return spelled[first.group(1).lower()]
     return words[0] if len(set(words)) == 1 else None

@@ -42,6 +42,7 @@ RESULT_FILES = (RUN_CONFIG, TRAIN_RESULTS, EVAL_RESULTS, ALL_RESULTS)
 METRICS = "metrics.json"  # evaluate.py --output_file inside a sweep point
 TRAINING_CURVES = "training_curves.png"  # training loss and validation metrics by step
 CALIBRATION = "calibration.json"  # per-label biases fitted by calibrate.py
+DATA_SPLIT = "data_split.json"  # a custom data set's parts made by a seed: ids, seed and label set
 CHECKPOINT_PREFIX = "checkpoint"  # the Trainer's PREFIX_CHECKPOINT_DIR
 # The final model and what it needs to run; never checkpoints, optimizer state or training_args.bin.
 MODEL_FILES = (
@@ -73,6 +74,9 @@ def calibrated_stem(stem: Path) -> Path:
 
 # Weights in the other layouts a model folder may use (sharded safetensors, PyTorch pickles).
 _WEIGHT_PATTERNS = ("model-*.safetensors", "pytorch_model*.bin", "adapter_model.bin")
+# What infer.py fetches of a model or adapter named by its Hub id: the files model_files() finds, and the
+# run's settings; never the predictions, metrics or checkpoints a repo may hold beside them.
+HUB_MODEL_PATTERNS = (*MODEL_FILES, *TOKENIZER_FILES, *_WEIGHT_PATTERNS, RUN_CONFIG)
 
 
 def predictions_name(split: str, eval_split: str, mode: str, name: str | None = None) -> str:
@@ -140,6 +144,18 @@ def content_hash(name_or_path: str | None) -> str | None:
     for file in files:
         _hash_file(file, digest)
     return digest.hexdigest()[:16]
+
+
+def model_hash(name_or_path: str | None) -> str | None:
+    """What a base model is, for a fingerprint: its content where it is local (the embedded models
+    included), the commit its Hub id names now."""
+    from .hub_access import hub_model_commit
+    from .modeling import resolve_model_path  # here: the file names above must not need torch
+
+    if not name_or_path:
+        return None
+    path = resolve_model_path(name_or_path)
+    return content_hash(path) or hub_model_commit(path)
 
 
 def data_hash(examples: Iterable[Mapping[str, Any]], fields: Iterable[str]) -> str:
@@ -361,7 +377,8 @@ def release_run_folder(folder: str | Path) -> None:
 # Training arguments that change where or how a run is logged, saved, reported or sped up, but not the
 # model it trains: a resume may change them. Every other argument is part of the fingerprint.
 NOT_IN_FINGERPRINT = {
-    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "dataset_path", "train_data",
+    "output_dir", "overwrite_output_dir", "resume_from_checkpoint", "dataset_path", "train_data", "test_data",
+    "validation_data",
     "logging_steps", "logging_strategy", "logging_first_step", "logging_nan_inf_filter", "log_level",
     "log_level_replica", "log_on_each_node", "disable_tqdm", "report_to", "run_name", "project",
     "trackio_space_id", "trackio_static_space_id", "trackio_bucket_id", "push_to_hub", "hub_model_id",
@@ -382,13 +399,12 @@ def training_fingerprint(
     model_args: Any, data_args: Any, training_args: Any, train_items: list, validation_items: list
 ) -> dict[str, Any]:
     """What decides the model a training run makes: the base model (by content where it is a local
-    folder), the data by content, the number of processes and every setting that changes the result."""
-    from .modeling import resolve_model_path  # here: the file names above must not need torch
-
+    folder, by commit where it is a Hub id), the data by content, the number of processes and every setting
+    that changes the result."""
     settings = {**_settings(model_args), **_settings(data_args), **_settings(training_args)}
     return as_json(
         {
-            "model_hash": content_hash(resolve_model_path(model_args.model_name_or_path)),
+            "model_hash": model_hash(model_args.model_name_or_path),
             "train_data_hash": data_hash(train_items, FIELDS),
             "validation_data_hash": data_hash(validation_items, FIELDS),
             "world_size": getattr(training_args, "world_size", 1),

@@ -22,8 +22,9 @@ from .run_folder import (  # noqa: F401 - RUN_CONFIG and last_complete_checkpoin
 logger = logging.getLogger(__name__)
 
 SECRET_KEYS = {"hub_token", "push_to_hub_token"}
-# Fields of a run that inference must share with training, or its prompts differ from the trained ones.
-PROMPT_FIELDS = ("model_name_or_path", "prompt_format", "answer_style", "system_prompt")
+# Fields of a run that inference must share with training, or its prompts (and the labels it scores) differ
+# from the trained ones.
+PROMPT_FIELDS = ("model_name_or_path", "prompt_format", "answer_style", "system_prompt", "labels")
 
 
 def training_dataset(

@@ -43,7 +43,7 @@ from .arguments import (
     TrainingArguments,
     pipeline_keys,
 )
-from .config import field_names, load_recipe
+from .config import UsageError, field_names, load_recipe
 from .io import atomic_write_json, atomic_write_text
 from .run_folder import METRICS, TRAIN_RESULTS, TRAINER_STATE, predictions_files, predictions_name
 
@@ -60,8 +60,8 @@ SCRIPT_KEYS = {  # the flags each script accepts
 PEFT_LABELS = {"lora": "LoRA", "prefix": "prefix", "full": "full"}
 
 
-class SweepError(ValueError):
-    """A sweep definition that cannot be run, or a point whose run failed."""
+class SweepError(UsageError):
+    """A sweep definition that cannot be run, or a point whose run failed (one line; the log says why)."""
 
 
 @dataclass
@@ -270,7 +270,8 @@ def run_script(script: str, args: list[str], launcher: str, log_file: Path) -> A
         done = subprocess.run([sys.executable, str(REPO / f"{script}.py"), *args], stdout=log, stderr=log)
     if done.returncode != 0:
         tail = "".join(log_file.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)[-30:])
-        raise SweepError(f"{script}.py failed (exit {done.returncode}); log {log_file}:\n{tail}")
+        logger.error("%s.py failed; the end of %s:\n%s", script, log_file, tail)
+        raise SweepError(f"{script}.py failed (exit {done.returncode}); its log is {log_file}")
     return None
 
 

@@ -27,7 +27,7 @@ def balanced_class_weights(tokenizer, fmt: PromptFormat, examples: list[Example]
     that a rare decision ("maybe") counts as much in the loss as a frequent one."""
     counts = Counter(e["final_decision"] for e in examples)
     first_tokens = label_token_ids(tokenizer, fmt, examples[0])
-    present = [label for label in LABELS if counts[label]]
+    present = [label for label in fmt.labels if counts[label]]
     return {first_tokens[label]: len(examples) / (len(present) * counts[label]) for label in present}
 
 
@@ -111,12 +111,13 @@ class AnswerLossSFTTrainer(SFTTrainer):
             model.train(was_training)
         predicted = [r["prediction"] for r in rows]
         truth = [e["final_decision"] for e in self.scoring_examples]
-        shares = {f"share_{label}": predicted.count(label) / len(predicted) for label in LABELS}
-        return {"loss": label_nll(rows, truth), **official_scores(truth, predicted), **shares}
+        labels = self.prompt_format.labels
+        shares = {f"share_{label}": predicted.count(label) / len(predicted) for label in labels}
+        return {"loss": label_nll(rows, truth, labels), **official_scores(truth, predicted), **shares}
 
 
-def label_nll(rows: list[dict], truth: list[str]) -> float:
-    """Mean negative log-probability of the true label, normalised over the three labels' scores."""
-    scores = torch.tensor([[row["label_logprobs"][label] for label in LABELS] for row in rows])
-    true = torch.tensor([LABELS.index(t) for t in truth])
+def label_nll(rows: list[dict], truth: list[str], labels: tuple[str, ...] = LABELS) -> float:
+    """Mean negative log-probability of the true label, normalised over the labels' scores."""
+    scores = torch.tensor([[row["label_logprobs"][label] for label in labels] for row in rows])
+    true = torch.tensor([labels.index(t) for t in truth])
     return float(F.cross_entropy(scores, true))

@@ -36,7 +36,7 @@ TRAINING = {
     "logging_steps": 1,
     "save_strategy": "epoch",
     "save_total_limit": 2,
-    "report_to": "none",
+    "report_to": "tensorboard",  # curves under <output_dir>/runs (tensorboard --logdir outputs)
 }
 
 INFERENCE = {"num_beams": 5, "repetition_penalty": 2.0, "temperature": 0.8, "eval_split": "test"}

@@ -1,8 +1,9 @@
 """A fake Hugging Face Hub on 127.0.0.1: what huggingface_hub's HfApi.create_repo and
 create_commit/upload_folder call, for model and dataset repos, and what `datasets.load_dataset` reads a
 dataset repo with (repo info, file tree, paths-info, file downloads). Every file is answered as a "regular"
-upload, so the client sends it base64-encoded inside the NDJSON commit (no LFS, no xet). A repo has one
-commit, `COMMIT`, which the revisions `main` and `COMMIT` name; any other revision is not found."""
+upload, so the client sends it base64-encoded inside the NDJSON commit (no LFS, no xet). A repo serves one
+commit, `COMMIT` unless `heads` names another (a new revision pushed under the same id), which the revisions
+`main` and that commit's hash name; any other revision is not found."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 REPO_TYPES = {"models": "model", "datasets": "dataset"}
-REVISIONS = ("main", COMMIT)
 
 
 class FakeHub(BaseHTTPRequestHandler):
@@ -25,6 +25,7 @@ class FakeHub(BaseHTTPRequestHandler):
     reads: list = []  # (method, path) of the GETs and HEADs, apart: clients also fetch registries of their own
     repos: dict = {}  # repo id -> {path: bytes}
     repo_types: dict = {}  # repo id -> "model" or "dataset"
+    heads: dict = {}  # repo id -> the commit it serves, where not COMMIT
 
     def log_message(self, *args):
         pass
@@ -48,9 +49,12 @@ class FakeHub(BaseHTTPRequestHandler):
         """The files of a repo at a revision, or None after answering 404."""
         if self.repo_types.get(repo_id) != repo_type:
             return self._not_found(f"Repository {repo_id}")
-        if urllib.parse.unquote(revision) not in REVISIONS:
+        if urllib.parse.unquote(revision) not in ("main", self.head(repo_id)):
             return self._not_found(f"Revision {revision}", "RevisionNotFound")
         return self.repos[repo_id]
+
+    def head(self, repo_id: str) -> str:
+        return self.heads.get(repo_id, COMMIT)
 
     @staticmethod
     def _entry(path: str, content: bytes | None) -> dict:
@@ -84,7 +88,7 @@ class FakeHub(BaseHTTPRequestHandler):
             files = self._files(REPO_TYPES[parts[2]], repo_id, revision)
             if files is not None:
                 siblings = [{"rfilename": path, "size": len(content)} for path, content in sorted(files.items())]
-                info = {"id": repo_id, "sha": COMMIT, "private": False, "disabled": False, "gated": False}
+                info = {"id": repo_id, "sha": self.head(repo_id), "private": False, "disabled": False, "gated": False}
                 self._reply(200, {**info, "siblings": siblings, "lastModified": "2024-01-01T00:00:00.000Z"})
             return None
         # /api/<type>/<ns>/<name>/tree/<rev>[/<folder>]: one folder's entries, or all below it (recursive)
@@ -97,24 +101,24 @@ class FakeHub(BaseHTTPRequestHandler):
         # /datasets/<ns>/<name>/resolve/<rev>/<path> (models without the /datasets prefix): a file download
         offset = 1 if parts[1] == "datasets" else 0
         if len(parts) >= 6 + offset and parts[3 + offset] == "resolve":
-            repo_type = "dataset" if offset else "model"
-            files = self._files(repo_type, f"{parts[1 + offset]}/{parts[2 + offset]}", parts[4 + offset])
+            repo_type, repo_id = "dataset" if offset else "model", f"{parts[1 + offset]}/{parts[2 + offset]}"
+            files = self._files(repo_type, repo_id, parts[4 + offset])
             if files is None:
                 return None
             path = urllib.parse.unquote("/".join(parts[5 + offset :]))
             if path not in files:
                 return self._not_found(f"Entry {path}", "EntryNotFound")
-            return self._send_file(files[path])
+            return self._send_file(files[path], self.head(repo_id))
         return self._reply(404, {"error": f"the fake Hub does not serve {self.path}"})
 
     def do_HEAD(self):
         return self.do_GET()
 
-    def _send_file(self, content: bytes) -> None:
+    def _send_file(self, content: bytes, commit: str) -> None:
         self.send_response(200)
         self.send_header("Content-Length", str(len(content)))
         self.send_header("ETag", f'"{hashlib.sha1(content).hexdigest()}"')
-        self.send_header("X-Repo-Commit", COMMIT)
+        self.send_header("X-Repo-Commit", commit)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(content)
@@ -164,7 +168,7 @@ class FakeHub(BaseHTTPRequestHandler):
 @contextmanager
 def serve_fake_hub() -> Iterator[tuple[type[FakeHub], str]]:
     """Starts a fake Hub; yields its handler class (requests, reads, repos) and its endpoint URL."""
-    handler = type("Handler", (FakeHub,), {"requests": [], "reads": [], "repos": {}, "repo_types": {}})
+    handler = type("Handler", (FakeHub,), {"requests": [], "reads": [], "repos": {}, "repo_types": {}, "heads": {}})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -7,6 +7,7 @@ makes the requests whose input question contains that text meet those answers in
 
 from __future__ import annotations
 
+import base64
 import email.parser
 import hashlib
 import json
@@ -17,8 +18,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ACTIONS = (
     "ok", "429", "500", "slow", "drop", "malformed", "fenced", "wrong_decision", "copy", "keep_context", "flip",
-    "html", "bad_json",
+    "html", "bad_json", "408", "409", "404",
 )  # fmt: skip
+STATUS_MESSAGES = {"408": "request timeout", "409": "conflict: the resource is busy", "404": "no such model"}
 FLIP = {"yes": "no", "no": "yes", "maybe": "yes"}
 
 
@@ -43,8 +45,11 @@ class FakeOpenAI:
         json_mode_supported: bool = True,
         json_schema_supported: bool = True,
         batch_polls: int = 2,
+        basic_auth: tuple[str, str] | None = None,
     ):
         self.api_key = api_key
+        # A server behind a proxy that takes user:password (from a base URL http://user:password@host/v1).
+        self.basic_auth = f"Basic {base64.b64encode(':'.join(basic_auth).encode()).decode()}" if basic_auth else None
         self.latency = latency
         self.retry_after = retry_after
         self.slow_seconds = slow_seconds
@@ -60,6 +65,7 @@ class FakeOpenAI:
         self.log: list[dict] = []  # (time, action, key) of every chat request
         self.paths: Counter = Counter()
         self.auth_seen: list[str] = []
+        self.queries: list[str] = []  # the query string of every request
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.batch_creates = 0
@@ -181,7 +187,8 @@ class FakeOpenAI:
             def _authorized(self) -> bool:
                 given = self.headers.get("Authorization", "")
                 server.auth_seen.append(given)
-                if given != f"Bearer {server.api_key}":
+                server.queries.append(self.path.partition("?")[2])
+                if given not in (f"Bearer {server.api_key}", server.basic_auth):
                     # Echo the key back, worse than OpenAI does, to prove the client never repeats it.
                     self._error(401, f"Incorrect API key provided: {given.removeprefix('Bearer ')}")
                     return False
@@ -237,6 +244,8 @@ class FakeOpenAI:
                     return self._error(429, "rate limited", {"Retry-After": server.retry_after})
                 if action == "500":
                     return self._error(500, "internal error")
+                if action in STATUS_MESSAGES:
+                    return self._error(int(action), STATUS_MESSAGES[action])
                 if action == "slow":
                     time.sleep(server.slow_seconds)
                 if action == "html":  # a proxy's error page, served with status 200

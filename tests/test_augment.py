@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from augment.__main__ import EXIT_BAD_INPUT, EXIT_BATCH_PENDING, main
+from augment.__main__ import EXIT_BAD_INPUT, EXIT_BATCH_PENDING, PROG, main
 from augment.card import HUB_FILES
 from augment.merge import merge, merges_from_file
 from augment.prompts import output_schema
+from domainqa.config import run_main
 from domainqa.data import read_examples, split_pubmedqa
 from tests.openai_server import FakeOpenAI
 
@@ -31,7 +32,7 @@ def server(monkeypatch):
 def run(server: FakeOpenAI, out: Path, dataset, *flags: str) -> int:
     args = ["--dataset_path", str(dataset), "--base_url", server.base_url, "--output_dir", str(out)]
     args += ["--backoff_base", "0.01", "--request_timeout", "5", *flags]
-    return main(args)
+    return run_main(main, args, PROG)  # as `python -m augment` runs it: bad input is exit status 2
 
 
 def outputs(out: Path) -> tuple[dict, list[dict], list[dict]]:
@@ -103,6 +104,21 @@ def test_faults_are_retried_or_rejected_and_the_run_goes_on(server, tmp_path, pq
     # Retry-After was honoured: the retry of item 0 came at least 0.3 s after the 429.
     times = [e["time"] for e in server.log if e["key"] == key_of(server, "429")]
     assert len(times) == 2 and times[1] - times[0] >= 0.3
+
+
+def test_timeouts_and_conflicts_are_retried_as_the_openai_client_does(server, tmp_path, pqal):
+    """HTTP 408 and 409 are retried like 429 and 5xx (the openai client's own rule); a 404 is not."""
+    train = pqal[:3]
+    server.faults[train[0]["question"]] = ["408", "ok"]
+    server.faults[train[1]["question"]] = ["409", "409", "ok"]
+    server.faults[train[2]["question"]] = ["404"]
+    out = tmp_path / "statuses"
+    assert run(server, out, server_pqal_file(tmp_path, pqal), "--max_sources", "3", "--max_retries", "3") == 0
+    summary, rows, rejected = outputs(out)
+    assert {r["source_id"] for r in rows} == {train[0]["id"], train[1]["id"]}
+    assert [(r["source_id"], r["reason"]) for r in rejected] == [(train[2]["id"], "request_failed")]
+    assert rejected[0]["detail"].startswith("HTTP 404") and summary["retries"] == 1 + 2
+    assert [e["action"] for e in server.log].count("404") == 1  # never asked again
 
 
 def server_pqal_file(tmp_path: Path, pqal: list[dict]) -> Path:
@@ -314,7 +330,7 @@ def test_push_to_hub_uploads_exactly_data_summary_and_card(server, fake_hub, tmp
 
 
 def test_push_needs_a_dataset_id(capsys):
-    assert main(["--push_to_hub"]) == EXIT_BAD_INPUT and "hub_dataset_id" in capsys.readouterr().err
+    assert run_main(main, ["--push_to_hub"], PROG) == EXIT_BAD_INPUT and "hub_dataset_id" in capsys.readouterr().err
 
 
 def test_slow_server_times_out_and_is_retried(server, tmp_path, pqal_path, pqal):

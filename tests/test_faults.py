@@ -2,11 +2,13 @@
 its resume, two processes on one folder, test items under other ids, and bad values. Each test uses
 real files and, where cheap, real processes; the README lists what they cover."""
 
+import base64
 import json
 import os
 import resource
 import shutil
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from safetensors.torch import load_file, save_file
 import evaluate
 import infer
 import train
-from domainqa.config import run_cli
+from domainqa.config import run_main
 from domainqa.data import DataError, load_task_data
 from domainqa.io import atomic_write_text
 from domainqa.run_folder import (
@@ -33,6 +35,7 @@ from domainqa.run_folder import (
     partial_file,
     release_run_folder,
 )
+from tests.openai_server import FakeOpenAI
 from tests.test_pipeline import infer_args, train_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,9 +45,8 @@ STEM = "predictions_paper_test_score"
 def cli(capsys, script, args: list[str]) -> tuple[int, str]:
     """Run a script's main() as its command line does: (exit status, what it printed on stderr)."""
     capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: script.main(args))
-    return exit_info.value.code, capsys.readouterr().err
+    code = run_main(script.main, args)
+    return code, capsys.readouterr().err
 
 
 def one_line(text: str) -> bool:
@@ -544,3 +546,139 @@ def test_a_data_file_with_an_id_twice_is_refused(tmp_path):
     data.write_text(f'{{"1": {item}, "2": {item}, "1": {item}}}')
     with pytest.raises(DataError, match=r"pqal.json: key 1 appears a second time"):
         load_task_data(str(data))
+
+
+# ------------------------------------------------------------------------------------- every command
+
+
+COMMANDS = {  # how each command is started, and the name its errors begin with
+    "train.py": ["train.py"],
+    "infer.py": ["infer.py"],
+    "evaluate.py": ["evaluate.py"],
+    "calibrate.py": ["calibrate.py"],
+    "sweep.py": ["sweep.py"],
+    "augment": ["-m", "augment"],
+    "augment.merge": ["-m", "augment.merge"],
+    "domainqa.hub": ["-m", "domainqa.hub"],
+}
+
+
+@pytest.mark.parametrize("prog", COMMANDS)
+def test_every_command_exits_2_with_one_line_on_a_bad_argument(prog):
+    done = subprocess.run(
+        [sys.executable, *COMMANDS[prog], "--no_such_option", "1"],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert one_line(done.stderr) and done.stderr.startswith(f"{prog}: error: "), done.stderr[-2000:]
+
+
+def test_an_interrupted_command_exits_130_with_a_short_line(capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    assert run_main(interrupted, [], "train.py") == 130
+    assert capsys.readouterr().err == "train.py: interrupted; rerun the same command to go on\n"
+
+
+# ------------------------------------------------------------------------------ the Hub out of reach
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: a connection to it is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def hub_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A child's environment with the Hub endpoint on a closed port, an empty cache, no PubMedQA file."""
+    unset = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN", "PUBMEDQA_PATH")
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    return {**env, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", **extra}
+
+
+@pytest.fixture(scope="module")
+def start_seconds() -> float:
+    """How long train.py (the slowest to import) takes to start and stop without any Hub look-up."""
+    start = time.monotonic()
+    subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True, timeout=600, check=True)
+    return time.monotonic() - start
+
+
+@pytest.mark.parametrize(
+    "script, args, offline, message",
+    [
+        ("infer.py", ["--adapter_path", "someone/adapter"], False, "someone/adapter: cannot reach the Hub"),
+        ("train.py", ["--model_name_or_path", "someone/base"], False, "someone/base: cannot reach the Hub"),
+        ("train.py", ["--train_data", "someone/data"], False, "someone/data: cannot reach the Hub"),
+        ("evaluate.py", [], False, "qiaojin/PubMedQA: cannot reach the Hub"),
+        ("infer.py", ["--adapter_path", "someone/adapter@v2"], True, "someone/adapter@v2: not in the local Hub cache"),
+        ("train.py", ["--train_data", "someone/data"], True, "someone/data: no such file or folder, nor a Hub data"),
+    ],
+)
+def test_offline_hub_ids_fail_fast_in_one_line(
+    script, args, offline, message, tmp_path, tiny_llama, pqal_path, start_seconds
+):
+    """Without a network (the endpoint on a closed port) or with HF_HUB_OFFLINE=1 and nothing cached, a Hub id
+    stops the script in one line, exit status 2, instead of the client retrying each file for ~25 s."""
+    predictions = tmp_path / "p.json"
+    predictions.write_text('{"1": "yes"}')
+    if script != "evaluate.py":  # evaluate.py reads PubMedQA from the Hub: no --dataset_path, no $PUBMEDQA_PATH
+        args = [*args, "--dataset_path", str(pqal_path), "--output_dir", str(tmp_path / "run")]
+    if script == "train.py" and "--model_name_or_path" not in args:
+        args = [*args, "--model_name_or_path", str(tiny_llama)]
+    if script == "evaluate.py":
+        args = ["--predictions", str(predictions)]
+    env = hub_env(tmp_path, **({"HF_HUB_OFFLINE": "1"} if offline else {}))
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, script, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    seconds = time.monotonic() - start
+    assert done.returncode == 2 and one_line(done.stderr), done.stderr[-3000:]
+    assert done.stderr.startswith(f"{script}: error: {message}"), done.stderr
+    if not offline:
+        assert f"{env['HF_ENDPOINT']} (ConnectError" in done.stderr and "set HF_HUB_OFFLINE=1" in done.stderr
+    # A behaviour check, not a benchmark: one retried file alone would add 23 s of waiting.
+    assert seconds < 1.5 * start_seconds + 20, (seconds, start_seconds)
+
+
+# --------------------------------------------------------------------------- credentials in a base URL
+
+PASSWORD = "pw-SECRET-in-the-url-0123"
+QUERY_KEY = "qk-SECRET-in-the-query-4567"
+
+
+def test_credentials_in_a_base_url_are_never_shown_or_written(tmp_path, pqal_path):
+    """python -m augment with a password in --base_url (a server behind a proxy taking user:password), a key in
+    its query, a wrong password (the server echoes the Authorization header it got) and an unreachable server:
+    the secrets, decoded or as the Basic header carries them, are in no output file and nowhere on stdout or
+    stderr; where the run works, they were sent."""
+    with FakeOpenAI(basic_auth=("user", PASSWORD)) as server:
+        host = server.base_url.removeprefix("http://")
+        wrong = f"wrong-{PASSWORD}"
+        cases = {
+            "password": (f"http://user:{PASSWORD}@{host}", 0),
+            "query": (f"{server.base_url}?api_key={QUERY_KEY}", 0),
+            "refused": (f"http://user:{wrong}@{host}", 2),
+            "unreachable": (f"http://user:{PASSWORD}@127.0.0.1:{closed_port()}/v1", 2),
+        }
+        encoded = {p: base64.b64encode(f"user:{p}".encode()).decode() for p in (PASSWORD, wrong)}
+        secrets = [PASSWORD, QUERY_KEY, wrong, *encoded.values()]
+        for case, (url, status) in cases.items():
+            out = tmp_path / case
+            command = [sys.executable, "-m", "augment", "--dataset_path", str(pqal_path), "--max_sources", "2",
+                       "--base_url", url, "--output_dir", str(out), "--request_timeout", "5", "--backoff_base", "0.01",
+                       "--log_level", "DEBUG"]  # fmt: skip
+            env = {**os.environ, "OPENAI_API_KEY": server.api_key, "PUBMEDQA_PATH": str(pqal_path)}
+            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+            assert done.returncode == status, (case, done.stderr[-3000:])
+            written = [p.read_text(errors="replace") for p in out.rglob("*") if p.is_file()] if out.exists() else []
+            assert bool(written) == (status == 0), case
+            for text in [done.stdout, done.stderr, *written]:
+                assert not [s for s in secrets if s in text], (case, text[-2000:])
+            if status:  # the log lines, then the error naming the server without its password
+                error = done.stderr.strip().splitlines()[-1]
+                assert error.startswith("augment: error: ") and "http://***@127.0.0.1:" in error, (case, error)
+    assert server.auth_seen.count(f"Basic {encoded[PASSWORD]}") >= 3  # the models check and two requests
+    assert server.queries.count(f"api_key={QUERY_KEY}") >= 3  # and with the query's key

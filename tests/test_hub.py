@@ -8,13 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+import huggingface_hub.constants
 import pytest
 
 import evaluate
 import infer
 import train
 from domainqa import hub
+from domainqa.config import run_main
+from domainqa.run_folder import partial_file
 from tests.fake_hub import COMMIT
+from tests.test_faults import STEM, interrupt_after
 from tests.test_pipeline import infer_args, train_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -152,6 +156,7 @@ def test_infer_with_a_released_adapter_by_hub_id(fake_hub, trained_run, tmp_path
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     meta = json.loads((out / "predictions_paper_test_score.meta.json").read_text())
+    assert meta["adapter_commit"] == COMMIT  # from the cache's refs/main, as the client resolves it offline
     assert (
         meta["trained_model"] == REPO_ID
         and meta["model"] == json.loads((trained_run / "predictions_paper_test_score.meta.json").read_text())["model"]
@@ -164,3 +169,47 @@ def test_infer_with_a_released_adapter_by_hub_id(fake_hub, trained_run, tmp_path
     for a, b in zip(local_rows, released_rows, strict=True):
         assert a["id"] == b["id"]
         assert a["label_logprobs"] == pytest.approx(b["label_logprobs"], abs=1e-4)
+
+
+@pytest.fixture
+def hub_downloads(fake_hub, tmp_path, monkeypatch):
+    """The fake Hub for downloads too, in this process: the client builds file URLs from a template it makes
+    at import, from HF_ENDPOINT. An empty cache, online whatever the environment says."""
+    constants = huggingface_hub.constants
+    template = constants.ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    return fake_hub
+
+
+def test_a_new_revision_under_the_same_hub_id_is_not_resumed(hub_downloads, trained_run, tmp_path, pqal_path, capsys):
+    """Predictions from a Hub adapter are cut off; the same files are then pushed again as a new commit under
+    the same id: the rerun refuses to mix the two in one line naming the commit, and starts afresh on request."""
+    hub.push_run(trained_run, REPO_ID, token=TOKEN)
+    out = tmp_path / "predicted"
+    args = infer_args(out, pqal_path, "--adapter_path", REPO_ID)
+    with pytest.MonkeyPatch.context() as patch:
+        interrupt_after(patch, 2)
+        with pytest.raises(KeyboardInterrupt):
+            infer.main(args)
+    partial = partial_file(out / STEM, 0)
+    settings = json.loads(partial.read_text().splitlines()[0])["settings"]
+    assert settings["trained_model"] == REPO_ID and settings["adapter_commit"] == COMMIT
+    kept = partial.read_bytes()
+
+    new_commit = "f" * 40
+    hub_downloads.heads[REPO_ID] = new_commit
+    capsys.readouterr()
+    assert run_main(infer.main, args, "infer.py") == 2
+    err = capsys.readouterr().err  # the download's progress bar, then the error
+    error = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and error.startswith(f"infer.py: error: {partial} was started with other settings")
+    assert "(adapter_commit: " in error and error.endswith("--overwrite_output_dir true or a new --output_dir"), err
+    assert "adapter_hash" not in err  # the same files: only the commit tells the two revisions apart
+    assert partial.read_bytes() == kept
+
+    meta = infer.main([*args, "--overwrite_output_dir", "true"])
+    assert meta["adapter_commit"] == new_commit and meta["num_examples"] == 6
+    asked = {path.split("?")[0] for _, path in hub_downloads.reads if "/resolve/" in path}
+    assert f"/{REPO_ID}/resolve/{new_commit}/adapter_config.json" in asked  # the files of the new commit

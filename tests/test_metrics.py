@@ -4,7 +4,7 @@ import pytest
 
 import evaluate
 from domainqa.config import UsageError
-from domainqa.metrics import evaluate_predictions
+from domainqa.metrics import evaluate_predictions, paired_bootstrap
 
 # 6 items: truth yes yes no no maybe yes; predicted yes no no yes maybe yes.
 TRUTH = {"1": "yes", "2": "yes", "3": "no", "4": "no", "5": "maybe", "6": "yes"}
@@ -83,3 +83,44 @@ def test_evaluate_script_errors_on_partial_predictions_unless_allowed(tmp_path, 
     preds.write_text(json.dumps({last["id"]: last["final_decision"]}))
     results = evaluate.main(["--predictions", str(preds), "--dataset_path", str(pqal_path), "--allow_partial"])
     assert results[str(preds)]["accuracy"] == 1.0 and results[str(preds)]["num_examples"] == 1
+
+
+def test_a_long_list_of_wrong_pmids_stays_one_short_line():
+    truth = {f"{i:02d}": "yes" for i in range(30)}
+    with pytest.raises(
+        ValueError, match=r"30 test PMID\(s\) missing: 00, 01, 02, 03, 04, 05, 06, 07, 08, 09 and 20 more$"
+    ):
+        evaluate_predictions(truth, {})
+
+
+def test_paired_bootstrap_of_a_model_against_itself_and_against_a_worse_one():
+    truth, pred = list(TRUTH.values()), list(PRED.values())
+    same = paired_bootstrap(truth, pred, pred, samples=200)
+    assert same["accuracy"] == {"difference": 0.0, "interval_95": [0.0, 0.0], "share_not_better": 1.0}
+    better = paired_bootstrap(truth * 20, truth * 20, pred * 20, samples=200)  # perfect against 4/6 right
+    assert better["accuracy"]["difference"] == pytest.approx(2 / 6)
+    low, high = better["macro_f1"]["interval_95"]
+    assert 0 < low <= better["macro_f1"]["difference"] <= high
+    assert better["accuracy"]["share_not_better"] == 0.0
+
+
+def test_evaluate_script_compares_each_run_with_a_baseline(tmp_path, capsys):
+    truth_file, tuned, untouched = tmp_path / "truth.json", tmp_path / "tuned.json", tmp_path / "untouched.json"
+    truth_file.write_text(json.dumps(TRUTH))
+    tuned.write_text(json.dumps(TRUTH))  # every item right
+    untouched.write_text(json.dumps(PRED))  # 4 of 6 right
+    out = tmp_path / "metrics.json"
+    evaluate.main(["--predictions", str(tuned), "--baseline", str(untouched), "--ground_truth_file", str(truth_file),
+                   "--bootstrap_samples", "100", "--output_file", str(out)])  # fmt: skip
+    table = capsys.readouterr().out
+    assert f"| against {untouched} |" in table and f"| {tuned} | +0.333 (" in table
+    versus = json.loads(out.read_text())["versus_baseline"]
+    assert versus["baseline"] == str(untouched)
+    assert versus["accuracy"]["difference"] == pytest.approx(2 / 6)
+    assert versus["macro_f1"]["difference"] == pytest.approx(1 - (2 / 3 + 0.5 + 1) / 3)
+    short = tmp_path / "short.json"
+    short.write_text(json.dumps({k: v for k, v in PRED.items() if k != "6"}))
+    with pytest.raises(UsageError, match="the baseline lacks 1 item"):
+        evaluate.main(["--predictions", str(tuned), "--baseline", str(short), "--ground_truth_file", str(truth_file)])
+    with pytest.raises(UsageError, match="--baseline needs --bootstrap_samples above 0"):
+        evaluate.main(["--predictions", str(tuned), "--baseline", str(untouched), "--bootstrap_samples", "0"])

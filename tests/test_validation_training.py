@@ -21,7 +21,7 @@ def test_best_checkpoint_by_validation_macro_f1_matches_infer(tmp_path, tiny_lla
     out = tmp_path / "run"
     validation = ["--eval_strategy", "steps", "--eval_steps", "1", "--metric_for_best_model", "macro_f1",
                   "--load_best_model_at_end", "true", "--max_eval_samples", "6", "--max_steps", "3",
-                  "--loss_on", "label", "--class_weighted_loss", "true"]  # fmt: skip
+                  "--loss_on", "label", "--class_weighted_loss", "true", "--report_to", "tensorboard"]  # fmt: skip
     train.main(train_args(tiny_llama, out, pqal_path, *validation))
     state = json.loads((out / "trainer_state.json").read_text())
     evaluations = [e for e in state["log_history"] if "eval_macro_f1" in e]
@@ -31,6 +31,13 @@ def test_best_checkpoint_by_validation_macro_f1_matches_infer(tmp_path, tiny_lla
     assert state["best_metric"] == max(e["eval_macro_f1"] for e in evaluations[:3])
     assert evaluations[-1]["eval_macro_f1"] == pytest.approx(state["best_metric"])
     assert (out / "training_curves.png").stat().st_size > 10_000
+
+    # TensorBoard holds the same curves: the training loss and the validation metrics at every evaluation.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (events,) = {path.parent for path in out.rglob("events.out.tfevents.*")}
+    scalars = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {"train/loss", "eval/macro_f1", "eval/accuracy", "eval/share_maybe"} <= set(scalars)
 
     # The saved model is the best checkpoint: infer.py on the same validation items measures its macro-F1.
     infer.main(["--output_dir", str(out), "--dataset_path", str(pqal_path), "--eval_split", "validation",
