@@ -1,6 +1,7 @@
 """Collect the seeds of results/encoders-minilm into results.json and table.md: per seed the metrics of
 evaluate.py (with its bootstrap 95% intervals), the validation macro-F1 of the kept checkpoint and the wall
-times; per split the mean and sample standard deviation over the seeds.
+times; per split and recipe variant (the folder name before -seedN) the mean and sample standard deviation
+over the seeds.
 
     python results/encoders-minilm/collect.py
 """
@@ -23,11 +24,12 @@ REFERENCES = {
         ("SmolLM2-135M-Instruct LoRA alpha 16, 450 items, 10 epochs (GPU)", 0.474, 0.329, "smollm2-135m-peft-gpu"),
         ("SmolLM2-135M-Instruct LoRA alpha 256, 450 items, 10 epochs (GPU)", 0.546, 0.266, "smollm2-135m-peft-gpu"),
         (
-            "SmolLM2-135M-Instruct LoRA top-8, 450 items, 1 epoch, selected on validation",
-            0.480,
-            0.303,
+            "SmolLM2-135M-Instruct LoRA sequence classifier, 450 items, selected on validation",
+            0.528,
+            0.349,
             "smollm2-135m-search",
         ),
+        ("linear probe on frozen SmolLM2-135M-Instruct features", 0.550, 0.390, "smollm2-135m-search"),
     ],
     "official": [
         ("majority class (yes)", 0.552, 0.237, "evaluate.py"),
@@ -74,8 +76,9 @@ def fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def table(split: str, runs: list[dict], total: dict) -> list[str]:
-    lines = [f"## {split} split", "", "| run | accuracy (95% CI) | macro-F1 (95% CI) | predicted yes/no/maybe | "
+def table(variant: str, runs: list[dict], total: dict) -> list[str]:
+    split = variant.split("-")[0]
+    lines = [f"## {variant}", "", "| run | accuracy (95% CI) | macro-F1 (95% CI) | predicted yes/no/maybe | "
              "validation macro-F1 (kept checkpoint) | train wall s | infer wall s |", "| --- " * 7 + "|"]  # fmt: skip
     for r in runs:
         ci = r["bootstrap_95"]
@@ -95,11 +98,12 @@ def table(split: str, runs: list[dict], total: dict) -> list[str]:
 
 def main() -> None:
     results, lines = {}, ["# all-MiniLM-L6-v2 classifier: test results by seed", ""]
-    for split in ("paper", "official"):
-        runs = [one_seed(f) for f in sorted(HERE.glob(f"{split}-seed*")) if (f / "metrics.json").is_file()]
-        if runs:
-            results[split] = {"runs": runs, "summary": summary(runs)}
-            lines += table(split, runs, results[split]["summary"])
+    # One group per split and recipe variant: paper-seed1..3, paper-unweighted-seed1, official-seed1, ...
+    variants = sorted({f.name.rsplit("-seed", 1)[0] for f in HERE.glob("*-seed*") if (f / "metrics.json").is_file()})
+    for variant in variants:
+        runs = [one_seed(f) for f in sorted(HERE.glob(f"{variant}-seed*")) if (f / "metrics.json").is_file()]
+        results[variant] = {"runs": runs, "summary": summary(runs)}
+        lines += table(variant, runs, results[variant]["summary"])
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "table.md").write_text("\n".join(lines))
     print("\n".join(lines))

@@ -2,17 +2,21 @@
 # The runs of results/encoders-minilm: all-MiniLM-L6-v2 fine-tuned on all 450 paper-split training items (or
 # the official split's fold 0), one seed after another; the test part is predicted and scored once per seed.
 # Usage: bash results/encoders-minilm/commands.sh paper|official SEED...   (from the repository root)
+# A variant of the recipe: EXTRA holds train.py flags and TAG names the variant's folders, e.g.
+#   EXTRA="--class_weighted_loss false" TAG=-unweighted bash results/encoders-minilm/commands.sh paper 1
 set -euo pipefail
 SPLIT=$1; shift
 RECIPE=recipes/encoders/all-minilm-l6-v2.yaml
+EXTRA=${EXTRA:-}
+TAG=${TAG:-}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for SEED in "$@"; do
-    OUT=outputs/encoders/all-minilm-l6-v2-$SPLIT-seed$SEED
-    DEST=results/encoders-minilm/$SPLIT-seed$SEED
+    OUT=outputs/encoders/all-minilm-l6-v2$TAG-$SPLIT-seed$SEED
+    DEST=results/encoders-minilm/$SPLIT$TAG-seed$SEED
     mkdir -p "$DEST"
     /usr/bin/time -f "%e s wall, %U s user" -o "$DEST/train_time.txt" \
         nice -n 15 .venv/bin/python train.py $RECIPE --split "$SPLIT" --fold 0 --seed "$SEED" --output_dir "$OUT" \
-        > "$DEST/train.log" 2>&1
+        $EXTRA > "$DEST/train.log" 2>&1
     /usr/bin/time -f "%e s wall, %U s user" -o "$DEST/infer_time.txt" \
         nice -n 15 .venv/bin/python infer.py $RECIPE --split "$SPLIT" --fold 0 --output_dir "$OUT" > "$DEST/infer.log" 2>&1
     STEM=predictions_${SPLIT}_test_score
