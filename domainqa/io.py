@@ -1,11 +1,12 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written output."""
+"""Atomic file and folder writes: a reader (or a crash) never sees a half-written output."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -47,3 +48,20 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
 
 def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
+def build_folder_once(target: Path, fill: Callable[[Path], None], marker: str = "config.json") -> Path:
+    """`target`, filled by `fill(folder)` in a temporary folder beside it and renamed into place, so a reader
+    never sees it half-built; when another process renamed its copy first (`marker` exists), theirs is kept."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        fill(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / marker).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
