@@ -14,9 +14,10 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from domainqa import config
 from domainqa.arguments import DataArguments, pipeline_keys
 from domainqa.calibration import CALIBRATION_FILE, fit_calibration, save_calibration
-from domainqa.config import UsageError, parse_args, run_cli
+from domainqa.config import UsageError, run_cli
 from domainqa.predictions import read_complete_rows
 from domainqa.task import load_task
 
@@ -33,10 +34,18 @@ class CalibrationArguments:
     )
 
 
-def main(args: list[str] | None = None) -> dict:
-    data_args, calibration_args = parse_args(
-        DataArguments, CalibrationArguments, args=args, shared_keys=pipeline_keys()
-    )
+ARGUMENTS = (DataArguments, CalibrationArguments)
+
+
+def parse_args(
+    args: list[str] | None = None, settings: dict | None = None
+) -> tuple[DataArguments, CalibrationArguments]:
+    """The command line (default: this process's); `settings` are recipe keys set on top of the recipe."""
+    return config.parse_args(*ARGUMENTS, args=args, settings=settings, shared_keys=pipeline_keys())
+
+
+def main(data_args: DataArguments, calibration_args: CalibrationArguments) -> dict:
+    """Fit the calibration and save it into the run folder; returns it."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     path = Path(calibration_args.predictions)
     rows, _ = read_complete_rows(path)
@@ -67,4 +76,4 @@ def main(args: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(lambda argv: main(*parse_args(argv)))  # parsing at the edge: bad input exits 2 in one line

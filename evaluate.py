@@ -9,8 +9,9 @@ bootstrap 95% intervals.
 
 from __future__ import annotations
 
+from domainqa import config
 from domainqa.arguments import DataArguments, EvaluationArguments, pipeline_keys
-from domainqa.config import UsageError, parse_args, run_cli
+from domainqa.config import UsageError, run_cli
 from domainqa.io import atomic_write_json
 from domainqa.metrics import evaluate_predictions, paired_bootstrap
 from domainqa.predictions import read_predictions
@@ -88,8 +89,18 @@ def compare_with_baseline(
     print("\n".join(lines))
 
 
-def main(args: list[str] | None = None) -> dict[str, dict]:
-    data_args, eval_args = parse_args(DataArguments, EvaluationArguments, args=args, shared_keys=pipeline_keys())
+ARGUMENTS = (DataArguments, EvaluationArguments)
+
+
+def parse_args(
+    args: list[str] | None = None, settings: dict | None = None
+) -> tuple[DataArguments, EvaluationArguments]:
+    """The command line (default: this process's); `settings` are recipe keys set on top of the recipe."""
+    return config.parse_args(*ARGUMENTS, args=args, settings=settings, shared_keys=pipeline_keys())
+
+
+def main(data_args: DataArguments, eval_args: EvaluationArguments) -> dict[str, dict]:
+    """Score every predictions file; returns the metrics by file (and writes them to --output_file)."""
     # Bad files fail before any work (a label set read off the data is checked once the data are read).
     read = {path: read_predictions(path, known_labels(data_args)) for path in eval_args.predictions}
     baseline = read_predictions(eval_args.baseline, known_labels(data_args))[0] if eval_args.baseline else None
@@ -115,4 +126,4 @@ def main(args: list[str] | None = None) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(lambda argv: main(*parse_args(argv)))  # parsing at the edge: bad input exits 2 in one line

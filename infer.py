@@ -23,6 +23,7 @@ from accelerate import PartialState
 from tqdm.auto import tqdm
 from transformers import set_seed
 
+from domainqa import config
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
 from domainqa.calibration import calibrate_rows, load_calibration
 from domainqa.classifier import (
@@ -32,7 +33,7 @@ from domainqa.classifier import (
     load_classifier_for_inference,
     uses_classifier,
 )
-from domainqa.config import UsageError, parse_args, run_cli
+from domainqa.config import UsageError, run_cli
 from domainqa.data import FIELDS
 from domainqa.hub_access import ModelSource, model_folder
 from domainqa.inference import generate_answers, score_labels
@@ -94,10 +95,29 @@ def align_with_training(
         setattr(target, name, saved[name])
 
 
-def main(args: list[str] | None = None) -> dict:
-    model_args, data_args, infer_args = parse_args(
-        ModelArguments, DataArguments, InferenceArguments, args=args, shared_keys=pipeline_keys()
-    )
+ARGUMENTS = (ModelArguments, DataArguments, InferenceArguments)
+
+
+def parse_args(
+    args: list[str] | None = None, settings: dict | None = None
+) -> tuple[ModelArguments, DataArguments, InferenceArguments]:
+    """The command line (default: this process's); `settings` are recipe keys set on top of the recipe."""
+    return config.parse_args(*ARGUMENTS, args=args, settings=settings, shared_keys=pipeline_keys())
+
+
+def prediction_files(data_args: DataArguments, infer_args: InferenceArguments) -> dict[str, Path]:
+    """The files these settings predict into (official JSON, rows, metadata), before or after the run."""
+    return predictions_files(prediction_stem(data_args, infer_args))
+
+
+def prediction_stem(data_args: DataArguments, infer_args: InferenceArguments) -> Path:
+    name = predictions_name(data_args.split, infer_args.eval_split, infer_args.mode, infer_args.predictions_name)
+    return Path(infer_args.output_dir) / name
+
+
+def main(model_args: ModelArguments, data_args: DataArguments, infer_args: InferenceArguments) -> dict:
+    """Predict and write the prediction files; returns their metadata, with `files`: the paths written
+    (empty on the processes other than the main one)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     # Launched on several processes without GPUs (accelerate_configs/cpu_2proc.yaml), PartialState() would
     # treat each process as a lone main process, all writing the same files; join a gloo group instead.
@@ -122,9 +142,7 @@ def main(args: list[str] | None = None) -> dict:
     if trained is None:
         logger.warning("No trained model in %s: predicting zero-shot with the base model", infer_args.output_dir)
 
-    stem = Path(infer_args.output_dir) / predictions_name(
-        data_args.split, infer_args.eval_split, infer_args.mode, infer_args.predictions_name
-    )
+    stem = prediction_stem(data_args, infer_args)
     settings = {
         "model": model_args.model_name_or_path,
         "trained_model": trained,
@@ -169,9 +187,11 @@ def main(args: list[str] | None = None) -> dict:
         raise RuntimeError(f"{len(missing)} item(s) missing from {partials[0].name}..: {', '.join(missing[:5])}")
     rows = [{**done[e["id"]], "label": e["final_decision"]} for e in items]
     write_predictions(stem, rows, infer_args.unparsed_fallback)
+    files = {kind: str(path) for kind, path in predictions_files(stem).items()}
     calibration = load_calibration(infer_args.output_dir, task.labels) if infer_args.mode == "score" else None
-    if calibration:
-        write_calibrated_predictions(stem, rows, calibration, infer_args.unparsed_fallback)
+    if calibration and write_calibrated_predictions(stem, rows, calibration, infer_args.unparsed_fallback):
+        calibrated = predictions_files(calibrated_stem(stem)).items()
+        files.update({f"calibrated_{kind}": str(path) for kind, path in calibrated})
     meta = {
         "num_examples": len(rows),
         "num_unparsed": sum(not r["parsed"] for r in rows),
@@ -184,20 +204,21 @@ def main(args: list[str] | None = None) -> dict:
         path.unlink(missing_ok=True)
     release_run_folder(infer_args.output_dir)
     logger.info("Wrote %s.json (%d items, %d unparsed)", stem, len(rows), meta["num_unparsed"])
-    return meta
+    return {**meta, "files": files}
 
 
-def write_calibrated_predictions(stem: Path, rows: list[dict], calibration: dict, unparsed_fallback: str) -> None:
+def write_calibrated_predictions(stem: Path, rows: list[dict], calibration: dict, unparsed_fallback: str) -> bool:
     """<stem>_calibrated.*: the same label scores decided with the run's calibration, unless it was fitted on
-    these very items (then it would score itself)."""
+    these very items (then it would score itself); returns whether they were written."""
     if set(calibration["ids"]) & {row["id"] for row in rows}:
         logger.warning("Not writing calibrated predictions: the calibration was fitted on some of these items")
-        return
+        return False
     calibrated = calibrated_stem(stem)
     write_predictions(calibrated, calibrate_rows(rows, calibration["bias"]), unparsed_fallback)
     meta = {key: calibration[key] for key in ("bias", "fitted_on", "num_examples", "raw", "calibrated")}
     atomic_write_json(predictions_files(calibrated)["meta"], {"raw_predictions": str(stem), "calibration": meta})
     logger.info("Wrote %s.json (calibration fitted on %s items)", calibrated, calibration["fitted_on"])
+    return True
 
 
 # The settings that change what a row says; a partial file made under others is not resumed. The data
@@ -264,4 +285,4 @@ def predict_resumable(model, tokenizer, prompt_format, items, args, partial: Pat
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(lambda argv: main(*parse_args(argv)))  # parsing at the edge: bad input exits 2 in one line

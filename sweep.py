@@ -6,22 +6,29 @@ evaluate.py, point by point and resumably, and write the paper-style tables and 
     python sweep.py recipes/sweeps/smollm2-135m-peft.yaml --dry_run       # print the commands left to run
 
 Each point goes to outputs/sweeps/<name>/<point>; the results (results.json, table.md, figure.png) to
-results/<name>. The definition format is in domainqa/sweep.py.
+results/<name>. The definition format is in sweeps/plan.py.
 """
 
 from __future__ import annotations
 
 import logging
 
-from domainqa.config import parse_args, run_cli
-from domainqa.sweep import SweepArguments, run_sweep
+from domainqa import config
+from domainqa.config import run_cli
+from sweeps.plan import SweepArguments
+from sweeps.runner import run_sweep
 
 
-def main(args: list[str] | None = None) -> dict:
-    (sweep_args,) = parse_args(SweepArguments, args=args)
+def parse_args(args: list[str] | None = None) -> tuple[SweepArguments]:
+    """The command line (default: this process's): a sweep definition and flags."""
+    return config.parse_args(SweepArguments, args=args)
+
+
+def main(sweep_args: SweepArguments) -> dict:
+    """Run the sweep; returns its results (with each point's status)."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     return run_sweep(sweep_args)
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(lambda argv: main(*parse_args(argv)))  # parsing at the edge: bad input exits 2 in one line

@@ -13,10 +13,11 @@ import datasets
 import transformers
 from transformers import EarlyStoppingCallback, set_seed
 
+from domainqa import config
 from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments, pipeline_keys
 from domainqa.classifier import uses_classifier
 from domainqa.classifier_training import train_classifier
-from domainqa.config import UsageError, parse_args, run_cli
+from domainqa.config import UsageError, run_cli
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
 from domainqa.run_folder import resume_point
@@ -39,10 +40,18 @@ def answer_is_scorable(prompt_format: PromptFormat) -> bool:
     return prompt_format.answer_style == "direct"
 
 
-def main(args: list[str] | None = None) -> dict:
-    model_args, data_args, training_args = parse_args(
-        ModelArguments, DataArguments, TrainingArguments, args=args, shared_keys=pipeline_keys()
-    )
+ARGUMENTS = (ModelArguments, DataArguments, TrainingArguments)
+
+
+def parse_args(
+    args: list[str] | None = None, settings: dict | None = None
+) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """The command line (default: this process's); `settings` are recipe keys set on top of the recipe."""
+    return config.parse_args(*ARGUMENTS, args=args, settings=settings, shared_keys=pipeline_keys())
+
+
+def main(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> dict:
+    """Train and save the run into training_args.output_dir; returns the training metrics."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     log_level = training_args.get_process_log_level()
     for library in (datasets, transformers):
@@ -114,4 +123,4 @@ def main(args: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    run_cli(main)
+    run_cli(lambda argv: main(*parse_args(argv)))  # parsing at the edge: bad input exits 2 in one line

@@ -2,7 +2,8 @@
 
 Both expose `preflight()` (checks that fail before any generation request) and
 `run(requests, on_answer, on_failure)`, which calls `on_answer` as soon as each answer arrives so the
-caller can cache it before anything else happens."""
+caller can cache it before anything else happens. Each takes a settings object holding only what it
+uses (`OpenAISettings`, `TransformersSettings`), built from the run's arguments by `from_arguments`."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import logging
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 
 from domainqa.redaction import Redactor
 
 from .arguments import AugmentArguments, AugmentError
-from .cache import Answer, Request
-from .limits import RateLimiter, RetryPolicy, parse_retry_after, retryable_status
 from .prompts import JSON_OBJECT, response_format
+from .requests import Answer, Request
+from .retry import RateLimiter, RetryPolicy, parse_retry_after, retryable_status
 
 logger = logging.getLogger(__name__)
 
@@ -48,25 +50,51 @@ def split_query(base_url: str | None) -> tuple[str | None, dict[str, str] | None
     return urllib.parse.urlunsplit(parts._replace(query="", fragment="")), query
 
 
+@dataclass(frozen=True)
+class OpenAISettings:
+    """What the openai backend uses: the server, the output format, and how requests are paced and retried."""
+
+    base_url: str | None
+    api_key_env: str  # only named in messages: the key itself is passed apart, never stored with settings
+    request_timeout: float
+    max_concurrency: int
+    json_mode: str
+    requests_per_minute: float | None
+    tokens_per_minute: float | None
+    retry: RetryPolicy
+
+    @classmethod
+    def from_arguments(cls, args: AugmentArguments) -> OpenAISettings:
+        return cls(
+            base_url=args.base_url,
+            api_key_env=args.api_key_env,
+            request_timeout=args.request_timeout,
+            max_concurrency=args.max_concurrency,
+            json_mode=args.json_mode,
+            requests_per_minute=args.requests_per_minute,
+            tokens_per_minute=args.tokens_per_minute,
+            retry=RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max),
+        )
+
+
 class OpenAIBackend:
     """The official `openai` client against OpenAI or any compatible server, with our own retry loop
     (the client's retries are off) so that Retry-After, jitter and the retry counts are ours."""
 
     name = "openai"
 
-    def __init__(self, args: AugmentArguments, api_key: str, redact: Redactor):
+    def __init__(self, settings: OpenAISettings, api_key: str, redact: Redactor):
         from openai import AsyncOpenAI
 
-        self.args = args
+        self.settings = settings
         self.redact = redact
-        base_url, query = split_query(args.base_url)
+        base_url, query = split_query(settings.base_url)
         self.client = AsyncOpenAI(
-            api_key=api_key, base_url=base_url, default_query=query, max_retries=0, timeout=args.request_timeout
+            api_key=api_key, base_url=base_url, default_query=query, max_retries=0, timeout=settings.request_timeout
         )
-        self.limiter = RateLimiter(args.requests_per_minute, args.tokens_per_minute)
-        self.policy = RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max)
+        self.limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
         # The strongest output format the server has not refused (see FORMATS).
-        self.output_format: str | None = None if args.json_mode == "off" else FORMATS[0]
+        self.output_format: str | None = None if settings.json_mode == "off" else FORMATS[0]
         self.stats: Counter = Counter()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -74,12 +102,13 @@ class OpenAIBackend:
         """One GET /models: a wrong key or an unreachable server stops the run before any generation."""
         import openai
 
-        where = self.redact(self.args.base_url) if self.args.base_url else "the OpenAI API"
+        base_url = self.settings.base_url
+        where = self.redact(base_url) if base_url else "the OpenAI API"
         try:
             await self.client.models.list()
         except openai.AuthenticationError as e:
             raise AugmentError(
-                f"{where} refused the API key from ${self.args.api_key_env} (HTTP 401): {self.redact(_message(e))}"
+                f"{where} refused the API key from ${self.settings.api_key_env} (HTTP 401): {self.redact(_message(e))}"
             ) from None
         except openai.PermissionDeniedError as e:
             raise AugmentError(f"{where} denied access (HTTP 403): {self.redact(_message(e))}") from None
@@ -93,7 +122,8 @@ class OpenAIBackend:
         except (openai.APIConnectionError, openai.APITimeoutError) as e:
             raise AugmentError(f"cannot reach {where}: {self.redact(e)} (check --base_url)") from None
 
-    def _body(self, request: Request) -> dict:
+    def request_body(self, request: Request) -> dict:
+        """The chat completion request's JSON body, in the output format the server has not refused."""
         body = {"model": request.model, "messages": request.messages, **request.params}
         if self.output_format == "json_schema" and request.schema is not None:
             body["response_format"] = response_format(request.schema)
@@ -124,22 +154,22 @@ class OpenAIBackend:
             try:
                 response = await self._create(request)
             except FormatRefused as e:
-                if self.args.json_mode == "auto":
+                if self.settings.json_mode == "auto":
                     self._weaken_format(asked)
                     continue
                 raise RequestFailed(f"the server refused response_format {asked}: {self.redact(e)}") from None
             except openai.BadRequestError as e:
                 raise RequestFailed(f"HTTP 400: {self.redact(_message(e))}") from None
             except (openai.APIStatusError, openai.APIConnectionError, NotACompletion) as e:
-                # APITimeoutError is an APIConnectionError; 408, 409, 429 and 5xx are retried (limits.py).
+                # APITimeoutError is an APIConnectionError; 408, 409, 429 and 5xx are retried (retry.py).
                 if isinstance(e, openai.APIStatusError) and not retryable_status(e.status_code):
                     raise RequestFailed(f"HTTP {e.status_code}: {self.redact(_message(e))}") from None
                 reason = _reason(e)
-                if attempt >= self.policy.max_retries:
+                if attempt >= self.settings.retry.max_retries:
                     self.stats["failed"] += 1
                     raise RequestFailed(f"{self.redact(reason)} after {attempt + 1} attempts") from None
                 retry_after = parse_retry_after(getattr(getattr(e, "response", None), "headers", None))
-                delay = self.policy.delay(attempt, retry_after)
+                delay = self.settings.retry.delay(attempt, retry_after)
                 self.stats["retries"] += 1
                 self.stats[f"retry_{reason.split(':')[0]}"] += 1
                 logger.info("retrying in %.2fs (%s)", delay, self.redact(reason))
@@ -161,7 +191,7 @@ class OpenAIBackend:
         """The chat completion for one request; a successful answer that holds none raises NotACompletion."""
         import openai
 
-        body = self._body(request)
+        body = self.request_body(request)
         try:
             response = await self.client.chat.completions.create(**body)
         except json.JSONDecodeError as e:  # a JSON body cut off in transit
@@ -177,7 +207,7 @@ class OpenAIBackend:
         return response
 
     async def run(self, requests: Sequence[Request], on_answer: OnAnswer, on_failure: OnFailure) -> None:
-        semaphore = asyncio.Semaphore(self.args.max_concurrency)
+        semaphore = asyncio.Semaphore(self.settings.max_concurrency)
 
         async def one(request: Request) -> None:
             async with semaphore:
@@ -228,6 +258,20 @@ def _reason(error: Exception) -> str:
     return f"http_{error.status_code}: {_message(error)}"
 
 
+@dataclass(frozen=True)
+class TransformersSettings:
+    """What the local backend uses: the model, how it is loaded, and how prompts are batched and decoded."""
+
+    model: str
+    dtype: str
+    batch_size: int
+    constrained: bool  # compile the answer schemas' grammars (json_mode not off)
+
+    @classmethod
+    def from_arguments(cls, args: AugmentArguments) -> TransformersSettings:
+        return cls(model=args.model, dtype=args.dtype, batch_size=args.batch_size, constrained=args.json_mode != "off")
+
+
 class TransformersBackend:
     """A local causal LM with batched generation: the whole method runs offline (default: SmolLM2).
 
@@ -237,8 +281,8 @@ class TransformersBackend:
 
     name = "transformers"
 
-    def __init__(self, args: AugmentArguments):
-        self.args = args
+    def __init__(self, settings: TransformersSettings):
+        self.settings = settings
         self.model = None
         self.tokenizer = None
         self.grammars = GrammarCache()
@@ -247,14 +291,15 @@ class TransformersBackend:
     async def preflight(self) -> None:
         from domainqa.modeling import load_model, load_tokenizer
 
+        name = self.settings.model
         try:
-            self.tokenizer = load_tokenizer(self.args.model, padding_side="left")
-            self.model = load_model(self.args.model, dtype=self.args.dtype).eval()
+            self.tokenizer = load_tokenizer(name, padding_side="left")
+            self.model = load_model(name, dtype=self.settings.dtype).eval()
         except (OSError, ValueError, RuntimeError) as e:
-            raise AugmentError(f"cannot load the local model {self.args.model!r}: {e}") from None
+            raise AugmentError(f"cannot load the local model {name!r}: {e}") from None
         if getattr(self.tokenizer, "chat_template", None) is None:
-            raise AugmentError(f"the local model {self.args.model!r} has no chat template; use an instruct model")
-        if self.args.json_mode != "off":
+            raise AugmentError(f"the local model {name!r} has no chat template; use an instruct model")
+        if self.settings.constrained:
             self.grammars.setup(self.tokenizer, self.model)
 
     def _generate(self, batch: Sequence[Request]) -> list[Answer]:
@@ -291,7 +336,7 @@ class TransformersBackend:
         # prompts of similar length wastes fewer steps on finished rows. Outputs do not depend on this
         # order (the runner rebuilds them in source order from the cache).
         ordered = sorted(requests, key=_batch_order)
-        for batch in batches(ordered, self.args.batch_size):
+        for batch in batches(ordered, self.settings.batch_size):
             self.stats["sent"] += len(batch)
             try:
                 answers = await asyncio.to_thread(self._generate, batch)

@@ -1,7 +1,8 @@
 """OpenAI's Batch API (half price, answers within 24 h): submit once, record the batch, poll, collect.
 
 The batch id is recorded in <output_dir>/batch_state.json the moment the batch exists, so a rerun (after
-a kill, or after --batch_wait_timeout ran out) picks the same batch up instead of paying twice."""
+a kill, or after --batch_wait_timeout ran out) picks the same batch up instead of paying twice. The batch
+goes through the openai backend's client and request bodies; its own settings are `BatchSettings`."""
 
 from __future__ import annotations
 
@@ -10,16 +11,37 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from domainqa.io import atomic_write_json
 
+from .arguments import AugmentArguments
 from .backends import OnAnswer, OnFailure, OpenAIBackend
-from .cache import Answer, Request
+from .requests import Answer, Request
 
 logger = logging.getLogger(__name__)
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = {"completed", "failed", "expired", "cancelled"}
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What a Batch API run uses besides the backend: the client's retries, polling, and the state file."""
+
+    max_retries: int  # of each file and batch call, by the openai client itself
+    poll_interval: float
+    wait_timeout: float
+    state_path: Path
+
+    @classmethod
+    def from_arguments(cls, args: AugmentArguments) -> BatchSettings:
+        return cls(
+            max_retries=args.max_retries,
+            poll_interval=args.batch_poll_interval,
+            wait_timeout=args.batch_wait_timeout,
+            state_path=Path(args.output_dir) / "batch_state.json",
+        )
 
 
 class BatchPending(Exception):
@@ -33,14 +55,14 @@ def _load_state(path: Path) -> dict | None:
         return None
 
 
-async def _submit(backend: OpenAIBackend, requests: Sequence[Request], state_path: Path) -> str:
+async def _submit(backend: OpenAIBackend, client, requests: Sequence[Request], state_path: Path) -> str:
     lines = [
         json.dumps(
-            {"custom_id": r.key, "method": "POST", "url": ENDPOINT, "body": backend._body(r)}, ensure_ascii=False
+            {"custom_id": r.key, "method": "POST", "url": ENDPOINT, "body": backend.request_body(r)},
+            ensure_ascii=False,
         )
         for r in requests
     ]
-    client = backend.client.with_options(max_retries=backend.args.max_retries)
     uploaded = await client.files.create(file=("requests.jsonl", "\n".join(lines).encode()), purpose="batch")
     batch = await client.batches.create(input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h")
     atomic_write_json(
@@ -52,26 +74,31 @@ async def _submit(backend: OpenAIBackend, requests: Sequence[Request], state_pat
 
 
 async def run_batch(
-    backend: OpenAIBackend, requests: Sequence[Request], on_answer: OnAnswer, on_failure: OnFailure, state_path: Path
+    backend: OpenAIBackend,
+    requests: Sequence[Request],
+    on_answer: OnAnswer,
+    on_failure: OnFailure,
+    settings: BatchSettings,
 ) -> None:
     """Answer `requests` through one batch (reusing a recorded one that covers them)."""
     if not requests:
         return
+    state_path = settings.state_path
+    client = backend.client.with_options(max_retries=settings.max_retries)
     state = _load_state(state_path)
     if state and {r.key for r in requests} <= set(state["keys"]):
         batch_id = state["batch_id"]
         logger.info("resuming recorded batch %s", batch_id)
     else:
-        batch_id = await _submit(backend, requests, state_path)
-    client = backend.client.with_options(max_retries=backend.args.max_retries)
+        batch_id = await _submit(backend, client, requests, state_path)
     started = time.monotonic()
     while True:
         batch = await client.batches.retrieve(batch_id)
         if batch.status in TERMINAL:
             break
-        if time.monotonic() - started > backend.args.batch_wait_timeout:
+        if time.monotonic() - started > settings.wait_timeout:
             raise BatchPending(f"batch {batch_id} is {batch.status}; run the same command again to collect it")
-        await asyncio.sleep(backend.args.batch_poll_interval)
+        await asyncio.sleep(settings.poll_interval)
     by_key = {r.key: r for r in requests}
     if batch.status != "completed":
         for request in requests:

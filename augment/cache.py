@@ -1,47 +1,21 @@
 """On-disk answer cache: one JSON file per request, written atomically before the answer is used.
 
 A run killed at any moment loses at most the requests in flight; a rerun finds every completed answer
-here and sends nothing twice. The key covers backend, model, messages, sampling parameters and the output
-schema, never the API key or the server address (the same model behind two URLs gives the same answers)."""
+here and sends nothing twice. Each file is named by its request's key (`requests.Request.key`)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from domainqa.io import atomic_write_json
 
-
-@dataclass
-class Request:
-    """One chat request: what is sent, and what it is for."""
-
-    messages: list[dict[str, str]]
-    params: dict[str, Any]  # sampling parameters: temperature, top_p, max_tokens, seed
-    backend: str
-    model: str
-    meta: dict[str, Any] = field(default_factory=dict)  # source id, kind, variant: not part of the key
-    schema: dict[str, Any] | None = None  # JSON schema the answer must follow (None: free text)
-
-    @property
-    def key(self) -> str:
-        payload = {"backend": self.backend, "model": self.model, "messages": self.messages, "params": self.params}
-        if self.schema is not None:  # a constrained answer differs from a free one: never mix them up
-            payload["schema"] = self.schema
-        return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-
-@dataclass
-class Answer:
-    text: str
-    tokens_in: int = 0
-    tokens_out: int = 0
+from .requests import Answer, Request
 
 
 class AnswerCache:
+    """Answers by request key, one file each under `<folder>/<first two hex digits of the key>/`."""
+
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
 

@@ -14,15 +14,26 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
+from domainqa.cards import dataset_card
 from domainqa.data import Example
+from domainqa.hub_upload import push_dataset
 from domainqa.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from domainqa.redaction import Redactor
 
 from .arguments import AugmentArguments, AugmentError
-from .backends import OpenAIBackend, Redactor, TransformersBackend
-from .batch import run_batch
-from .cache import Answer, AnswerCache, Request
-from .card import push_to_hub, render_card
-from .prompts import PROMPT_VERSION, ParseError, build_messages, output_schema, parse_output, parse_verdict
+from .backends import OpenAIBackend, OpenAISettings, TransformersBackend, TransformersSettings
+from .batch import BatchSettings, run_batch
+from .cache import AnswerCache
+from .prompts import (
+    INSTRUCTIONS,
+    PROMPT_VERSION,
+    ParseError,
+    build_messages,
+    output_schema,
+    parse_output,
+    parse_verdict,
+)
+from .requests import Answer, Request
 from .sources import load_sources, task_labels
 from .validation import LeakIndex, Limits, check_fields, fingerprint
 
@@ -118,13 +129,10 @@ class Collector:
 
 async def answer_all(args: AugmentArguments, backend, requests: list[Request], collector: Collector) -> None:
     if args.use_batch_api:
-        await run_batch(backend, requests, collector.on_answer, collector.on_failure, batch_state_path(args))
+        settings = BatchSettings.from_arguments(args)
+        await run_batch(backend, requests, collector.on_answer, collector.on_failure, settings)
     else:
         await backend.run(requests, collector.on_answer, collector.on_failure)
-
-
-def batch_state_path(args: AugmentArguments) -> Path:
-    return Path(args.output_dir) / "batch_state.json"
 
 
 class Run:
@@ -144,9 +152,9 @@ class Run:
                     raise AugmentError(
                         f"no API key: set ${self.args.api_key_env} (any value for a local server without auth)"
                     )
-                self.backend = OpenAIBackend(self.args, self.api_key, self.redact)
+                self.backend = OpenAIBackend(OpenAISettings.from_arguments(self.args), self.api_key, self.redact)
             else:
-                self.backend = TransformersBackend(self.args)
+                self.backend = TransformersBackend(TransformersSettings.from_arguments(self.args))
             await self.backend.preflight()
         return self.backend
 
@@ -223,7 +231,7 @@ async def execute(args: AugmentArguments) -> dict[str, Any]:
     summary = summarize(args, facts, sources, requests, answers, rows, rejected, run, time.monotonic() - started)
     write_outputs(args, rows, rejected, summary)
     if args.push_to_hub:
-        push_to_hub(args.output_dir, args.hub_dataset_id, private=args.hub_private)
+        push_dataset(args.output_dir, args.hub_dataset_id, private=args.hub_private)
     return summary
 
 
@@ -354,7 +362,7 @@ def write_outputs(args: AugmentArguments, rows: list[dict], rejected: list[dict]
     atomic_write_jsonl(out / "data.jsonl", rows)
     atomic_write_jsonl(out / "rejected.jsonl", rejected)
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "README.md", render_card(summary, rows))
+    atomic_write_text(out / "README.md", dataset_card(summary, rows, INSTRUCTIONS, PROMPT_VERSION))
     logger.info(
         "%d accepted, %d rejected -> %s (%s)",
         len(rows),

@@ -27,8 +27,8 @@ sys.path[:0] = [str(REPO)]
 import torch  # noqa: E402
 
 from augment.arguments import AugmentArguments  # noqa: E402
-from augment.backends import TransformersBackend  # noqa: E402
-from augment.cache import Request  # noqa: E402
+from augment.backends import TransformersBackend, TransformersSettings  # noqa: E402
+from augment.requests import Request  # noqa: E402
 from augment.runner import make_request  # noqa: E402
 from domainqa.data import read_examples, split_pubmedqa  # noqa: E402
 
@@ -99,7 +99,7 @@ def main() -> None:
     cli = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     args = AugmentArguments(backend="transformers", max_tokens=cli.max_tokens, json_mode="on")
-    backend = TransformersBackend(args)
+    backend = TransformersBackend(TransformersSettings.from_arguments(args))
     started = time.perf_counter()
     asyncio.run(backend.preflight())
     report: dict = {"model": args.model, "threads": torch.get_num_threads(), "max_tokens": cli.max_tokens}

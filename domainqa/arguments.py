@@ -117,10 +117,6 @@ class InferenceArguments:
     batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
     num_beams: int = field(default=5, metadata={"help": "Generate mode: beams (paper: 5)."})
     repetition_penalty: float = field(default=2.0, metadata={"help": "Generate mode: repetition penalty (paper: 2.0)."})
-    temperature: float = field(
-        default=0.8,
-        metadata={"help": "Kept for fidelity to the paper (0.8); it has no effect on beam search without sampling."},
-    )
     max_new_tokens: int = field(default=32, metadata={"help": "Generate mode: new tokens (raise for reasoning)."})
     unparsed_fallback: str | None = field(
         default=None,

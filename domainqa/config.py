@@ -147,17 +147,23 @@ class _Parser(OneLineErrors, HfArgumentParser):
     pass
 
 
-def parse_args(*dataclass_types: type, args: list[str] | None = None, shared_keys: set[str] = frozenset()) -> tuple:
+def parse_args(
+    *dataclass_types: type,
+    args: list[str] | None = None,
+    shared_keys: set[str] = frozenset(),
+    settings: dict[str, Any] | None = None,
+) -> tuple:
     """Parse `dataclass_types` from an optional recipe (first argument, .yaml/.yml, or `--config PATH`
     anywhere) plus flags.
 
     Flags override the recipe. Recipe keys in `shared_keys` belong to the other scripts of the same
-    pipeline and are skipped here; any other key this script does not know is an error."""
+    pipeline and are skipped here; any other key this script does not know is an error. `settings` are
+    recipe keys set on top of the recipe, read exactly as if the recipe held them (a sweep's point)."""
     args = list(sys.argv[1:] if args is None else args)
     parser = _Parser(dataclass_types, epilog=RECIPE_USAGE)
     recipe_path, own = _take_recipe_path(args), {}
-    if recipe_path is not None:
-        recipe = load_recipe(recipe_path)
+    if recipe_path is not None or settings:
+        recipe = {**(load_recipe(recipe_path) if recipe_path is not None else {}), **(settings or {})}
         known = field_names(*dataclass_types)
         unknown = sorted(set(recipe) - known - set(shared_keys))
         if unknown:

@@ -152,8 +152,8 @@ def generate_answers(
     repetition_penalty: float = 2.0,
     max_new_tokens: int = 32,
 ) -> Iterator[dict]:
-    """The paper's decoding: beam search (5 beams) with repetition penalty 2.0. The paper also set a
-    temperature of 0.8, which has no effect without sampling, so it is not passed on."""
+    """The paper's decoding: beam search (5 beams) with repetition penalty 2.0, no sampling. The paper also
+    reports a temperature of 0.8, which beam search without sampling never reads, so there is no such setting."""
     tokenizer.padding_side = "left"  # generation continues from the last real token
     for batch in batches(examples, batch_size):
         encoded = tokenizer([fmt.prompt(ex) for ex in batch], return_tensors="pt", padding=True).to(model.device)

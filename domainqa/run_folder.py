@@ -100,6 +100,21 @@ def prediction_stems(folder: Path) -> list[str]:
     return sorted(p.name[: -len(suffix)] for p in Path(folder).glob(f"*{suffix}"))
 
 
+def metrics_files(folder: Path) -> dict[str, dict]:
+    """Top-level JSON files written by evaluate.py --output_file (one result, or a table of them), by name."""
+    found = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and ({"accuracy", "macro_f1"} <= data.keys()):
+            found[path.name] = data
+        elif isinstance(data, dict) and data and all(isinstance(v, dict) and "macro_f1" in v for v in data.values()):
+            found[path.name] = data
+    return found
+
+
 def model_files(folder: Path) -> list[Path]:
     """The files of a saved model or adapter that decide what it predicts (weights, configs, tokenizer)."""
     folder = Path(folder)

@@ -87,7 +87,7 @@ def finish_training(trainer, training_args, metrics: dict, argument_objects: tup
     """What every training run leaves: metrics (and a last evaluation of the kept model), the final model and
     tokenizer, the Trainer's state, run_config.yaml, the curves, the optional Hub release; then the folder is
     free for the next run."""
-    from .hub import push_run  # the Hub module reads run folders through this one
+    from .hub_upload import push_run  # it reads run folders through this module
 
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)

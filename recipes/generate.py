@@ -39,7 +39,17 @@ TRAINING = {
     "report_to": "tensorboard",  # curves under <output_dir>/runs (tensorboard --logdir outputs)
 }
 
-INFERENCE = {"num_beams": 5, "repetition_penalty": 2.0, "temperature": 0.8, "eval_split": "test"}
+# The paper also reports temperature 0.8, which beam search without sampling never reads: not a setting here.
+INFERENCE = {"num_beams": 5, "repetition_penalty": 2.0, "eval_split": "test"}
+
+# The blocks of a recipe, as alignment-handbook's recipes group their keys; output_dir is training's (infer.py
+# reads the model from it and writes its predictions beside it).
+GROUPS = {
+    "Model": ("model_name_or_path", "dtype", "peft_method", "lora_r", "lora_alpha", "lora_dropout",
+              "lora_target_modules", "num_virtual_tokens"),
+    "Data": ("split", "train_data", "prompt_format"),
+    "Inference": ("mode", "eval_split", "batch_size", "num_beams", "repetition_penalty"),
+}  # fmt: skip
 
 LORA_R = 4
 LORA_ALPHA = 256  # BioGPT-Large's best alpha in the paper's sweep 16..512 (accuracy 0.638)
@@ -197,14 +207,26 @@ def all_recipes():
                 yield model, peft, data
 
 
+def blocks(keys: dict) -> dict[str, list[str]]:
+    """The keys of each block, in GROUPS' order; every key GROUPS does not name is a training setting."""
+    named = {name: [key for key in names if key in keys] for name, names in GROUPS.items()}
+    grouped = {key for names in GROUPS.values() for key in names}
+    training = [key for key in keys if key not in grouped]
+    return {"Model": named["Model"], "Data": named["Data"], "Training": training, "Inference": named["Inference"]}
+
+
 def render(keys: dict, header: str) -> str:
-    """Block style, one key a line; lists in flow style ([q_proj, v_proj])."""
+    """The keys in blocks under a comment each (Model, Data, Training, Inference), one key a line; lists in flow
+    style ([q_proj, v_proj])."""
     lines = [header]
-    for key, value in keys.items():
-        if isinstance(value, list):
-            lines.append(f"{key}: " + yaml.safe_dump(value, default_flow_style=True, width=1000).strip())
-        else:
-            lines.append(yaml.safe_dump({key: value}, default_flow_style=False, width=1000).strip())
+    for name, block in blocks(keys).items():
+        lines += ["", f"# {name}"]
+        for key in block:
+            value = keys[key]
+            if isinstance(value, list):
+                lines.append(f"{key}: " + yaml.safe_dump(value, default_flow_style=True, width=1000).strip())
+            else:
+                lines.append(yaml.safe_dump({key: value}, default_flow_style=False, width=1000).strip())
     return "\n".join(lines) + "\n"
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from augment.__main__ import EXIT_BAD_INPUT, EXIT_BATCH_PENDING, PROG, main
-from augment.card import HUB_FILES
 from augment.merge import merge, merges_from_file
 from augment.prompts import output_schema
 from domainqa.config import run_main
 from domainqa.data import read_examples, split_pubmedqa
+from domainqa.hub_upload import DATASET_FILES
 from tests.openai_server import FakeOpenAI
 
 
@@ -314,7 +314,7 @@ def test_push_to_hub_uploads_exactly_data_summary_and_card(server, fake_hub, tmp
     create = json.loads(fake_hub.requests[0][3])
     assert create == {"name": "pubmedqa-aug", "organization": "me", "visibility": "private", "type": "dataset"}
     uploaded = fake_hub.repos["me/pubmedqa-aug"]
-    assert sorted(uploaded) == sorted(HUB_FILES)  # not the cache, rejected.jsonl or logs
+    assert sorted(uploaded) == sorted(DATASET_FILES)  # not the cache, rejected.jsonl or logs
     for name, content in uploaded.items():
         assert content == (out / name).read_bytes(), name
         assert token.encode() not in content

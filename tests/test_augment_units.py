@@ -11,10 +11,11 @@ import pytest
 
 from augment.__main__ import main
 from augment.arguments import AugmentArguments
-from augment.backends import batches
-from augment.cache import Request
-from augment.limits import RateLimiter, RetryPolicy, parse_retry_after
+from augment.backends import OpenAISettings, TransformersSettings, batches
+from augment.batch import BatchSettings
 from augment.prompts import ParseError, build_messages, output_schema, parse_output, parse_verdict
+from augment.requests import Request
+from augment.retry import RateLimiter, RetryPolicy, parse_retry_after
 from augment.validation import Limits, check_fields, jaccard
 from domainqa.config import parse_args
 
@@ -100,6 +101,31 @@ def test_retry_delays_back_off_with_jitter_and_honour_retry_after():
     assert parse_retry_after({"retry-after-ms": "250", "retry-after": "9"}) == 0.25
     assert 0 <= parse_retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) < 1
     assert parse_retry_after({}) is None
+
+
+def test_cache_keys_never_change():
+    """Answers are cached under these keys: a different key for the same request orphans every cached answer."""
+    messages = [{"role": "system", "content": "Rewrite."}, {"role": "user", "content": 'Input: {"question": "Ça va?"}'}]
+    params = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 1024, "seed": 1}
+    free = Request(messages, params, "openai", "gpt-3.5-turbo", {"source": 0})
+    assert free.key == "a54ddadee0f4279b1c5799ce3b82fa00c13f80e369be71eb157ca6e65b1fc78f"
+    schema = output_schema("rewrite", True)
+    local = Request(messages, params, "transformers", "embedded:SmolLM2-135M-Instruct", {}, schema)
+    assert local.key == "7f0d517bfdbf0d6f4af9cc64471db64687ab913648d4c9ae25b48b442e82ea73"
+
+
+def test_backends_take_their_settings_from_the_arguments(tmp_path):
+    args = AugmentArguments(
+        base_url="http://host/v1", max_retries=2, backoff_base=0.5, backoff_max=4.0, json_mode="off", batch_size=3
+    )
+    server = OpenAISettings.from_arguments(args)
+    assert (server.base_url, server.json_mode, server.max_concurrency) == ("http://host/v1", "off", 8)
+    assert server.retry == RetryPolicy(max_retries=2, base=0.5, cap=4.0)
+    args.output_dir = str(tmp_path)
+    local = TransformersSettings.from_arguments(args)
+    assert (local.model, local.batch_size, local.constrained) == (args.model, 3, False)
+    batch = BatchSettings.from_arguments(args)
+    assert (batch.max_retries, batch.state_path) == (2, tmp_path / "batch_state.json")
 
 
 def test_every_recipe_parses():

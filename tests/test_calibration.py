@@ -69,7 +69,7 @@ def test_calibration_on_test_items_is_refused(tmp_path, pqal_path):
     test_items = load_task_data(str(pqal_path))["test"][:20]
     predictions = _scored_rows(tmp_path / "predictions_paper_test_score.jsonl", test_items)
     with pytest.raises(UsageError, match="must not be fitted on test items; 20 given"):
-        calibrate.main(["--predictions", str(predictions), "--dataset_path", str(pqal_path)])
+        calibrate.main(*calibrate.parse_args(["--predictions", str(predictions), "--dataset_path", str(pqal_path)]))
     assert not (tmp_path / "calibration.json").exists()
     # The command line says so in one line and exits 2.
     done = subprocess.run([sys.executable, "calibrate.py", "--predictions", str(predictions), "--dataset_path",
@@ -80,18 +80,21 @@ def test_calibration_on_test_items_is_refused(tmp_path, pqal_path):
 
 def test_infer_writes_calibrated_predictions_beside_raw(tmp_path, tiny_llama, pqal_path):
     out = tmp_path / "run"
-    train.main(train_args(tiny_llama, out, pqal_path))
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path)))
     common = ["--output_dir", str(out), "--dataset_path", str(pqal_path), "--batch_size", "4"]
-    infer.main([*common, "--eval_split", "validation", "--max_eval_samples", "12"])
-    calibration = calibrate.main(["--predictions", str(out / "predictions_paper_validation_score.jsonl"),
-                                  "--dataset_path", str(pqal_path)])  # fmt: skip
+    infer.main(*infer.parse_args([*common, "--eval_split", "validation", "--max_eval_samples", "12"]))
+    calibration = calibrate.main(
+        *calibrate.parse_args(
+            ["--predictions", str(out / "predictions_paper_validation_score.jsonl"), "--dataset_path", str(pqal_path)]
+        )
+    )
     saved = json.loads((out / "calibration.json").read_text())
     validation_ids = [e["id"] for e in load_task_data(str(pqal_path))["validation"][:12]]
     assert saved["fitted_on"] == "validation" and saved["ids"] == validation_ids
     assert saved["calibrated"]["macro_f1"] >= saved["raw"]["macro_f1"]
     assert 0 <= saved["cross_validated"]["macro_f1"] <= saved["calibrated"]["macro_f1"] + 1e-9
 
-    infer.main([*common, "--max_eval_samples", "8"])
+    infer.main(*infer.parse_args([*common, "--max_eval_samples", "8"]))
     raw_rows = [json.loads(line) for line in (out / "predictions_paper_test_score.jsonl").read_text().splitlines()]
     calibrated = json.loads((out / "predictions_paper_test_score_calibrated.json").read_text())
     expected = {r["id"]: r["prediction"] for r in calibrate_rows(raw_rows, calibration["bias"])}
@@ -102,5 +105,5 @@ def test_infer_writes_calibrated_predictions_beside_raw(tmp_path, tiny_llama, pq
 
     # Predicting the very items the calibration was fitted on gives raw predictions only.
     (out / "predictions_paper_validation_score_calibrated.json").unlink(missing_ok=True)
-    infer.main([*common, "--eval_split", "validation", "--max_eval_samples", "12"])
+    infer.main(*infer.parse_args([*common, "--eval_split", "validation", "--max_eval_samples", "12"]))
     assert not (out / "predictions_paper_validation_score_calibrated.json").exists()

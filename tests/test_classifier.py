@@ -44,7 +44,9 @@ def read_rows(path: Path) -> list[dict]:
 
 def test_lora_classifier_end_to_end_keeps_the_best_checkpoint(tmp_path, tiny_bert, pqal_path):
     out = tmp_path / "run"
-    train.main(train_args(tiny_bert, out, pqal_path, "--task_type", "sequence_classification", *VALIDATION))
+    train.main(
+        *train.parse_args(train_args(tiny_bert, out, pqal_path, "--task_type", "sequence_classification", *VALIDATION))
+    )
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["task_type"] == "SEQ_CLS" and "classifier" in adapter["modules_to_save"]
     weights = load_file(out / "adapter_model.safetensors")
@@ -60,7 +62,7 @@ def test_lora_classifier_end_to_end_keeps_the_best_checkpoint(tmp_path, tiny_ber
     assert evaluations[-1]["eval_macro_f1"] == pytest.approx(state["best_metric"])
 
     # What infer.py measures on the same validation items is the best checkpoint's macro-F1.
-    infer.main(infer_args(out, pqal_path, "--eval_split", "validation", "--max_eval_samples", "12"))
+    infer.main(*infer.parse_args(infer_args(out, pqal_path, "--eval_split", "validation", "--max_eval_samples", "12")))
     predicted = json.loads((out / "predictions_paper_validation_score.json").read_text())
     truth = {e["id"]: e["final_decision"] for e in load_task_data(str(pqal_path))["validation"][:12]}
     assert official_scores([truth[k] for k in predicted], list(predicted.values()))["macro_f1"] == pytest.approx(
@@ -68,10 +70,13 @@ def test_lora_classifier_end_to_end_keeps_the_best_checkpoint(tmp_path, tiny_ber
     )
 
     # calibrate.py reads the classifier's label scores as it reads an LM's; infer.py then writes both decisions.
-    calibration = calibrate.main(["--predictions", str(out / "predictions_paper_validation_score.jsonl"),
-                                  "--dataset_path", str(pqal_path)])  # fmt: skip
+    calibration = calibrate.main(
+        *calibrate.parse_args(
+            ["--predictions", str(out / "predictions_paper_validation_score.jsonl"), "--dataset_path", str(pqal_path)]
+        )
+    )
     assert calibration["fitted_on"] == "validation" and set(calibration["bias"]) == {"yes", "no", "maybe"}
-    meta = infer.main(infer_args(out, pqal_path))
+    meta = infer.main(*infer.parse_args(infer_args(out, pqal_path)))
     assert meta["mode"] == "score" and meta["num_examples"] == 6 and meta["num_unparsed"] == 0
     assert len(json.loads((out / "predictions_paper_test_score_calibrated.json").read_text())) == 6
     for row in read_rows(out / "predictions_paper_test_score.jsonl"):
@@ -79,8 +84,9 @@ def test_lora_classifier_end_to_end_keeps_the_best_checkpoint(tmp_path, tiny_ber
         assert math.isclose(sum(math.exp(v) for v in logprobs.values()), 1.0, rel_tol=1e-5)  # a log-softmax
         assert row["prediction"] == max(logprobs, key=logprobs.get)
     result_file = tmp_path / "metrics.json"
-    evaluate.main(["--predictions", str(out / "predictions_paper_test_score.json"), "--dataset_path", str(pqal_path),
-                   "--allow_partial", "--output_file", str(result_file)])  # fmt: skip
+    evaluate.main(*evaluate.parse_args(["--predictions", str(out / "predictions_paper_test_score.json"),
+                                        "--dataset_path", str(pqal_path), "--allow_partial", "--output_file",
+                                        str(result_file)]))  # fmt: skip
     assert json.loads(result_file.read_text())["num_examples"] == 6
 
 
@@ -92,8 +98,9 @@ def test_full_fine_tuning_on_augmented_data_saves_a_labelled_classifier(tmp_path
     ]
     augmented.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
-    metrics = train.main(train_args(tiny_bert, out, pqal_path, "--peft_method", "full", "--train_data", str(augmented),
-                                    "--max_train_samples", "100"))  # fmt: skip
+    metrics = train.main(*train.parse_args(train_args(tiny_bert, out, pqal_path, "--peft_method", "full",
+                                                      "--train_data", str(augmented), "--max_train_samples",
+                                                      "100")))  # fmt: skip
     assert metrics["train_examples"] == 5  # the augmented rows, not the split's 450
     config = json.loads((out / "config.json").read_text())  # detected as an encoder: no task_type needed
     assert config["architectures"] == ["BertForSequenceClassification"]
@@ -101,7 +108,7 @@ def test_full_fine_tuning_on_augmented_data_saves_a_labelled_classifier(tmp_path
     trained, base = load_file(out / "model.safetensors"), load_file(Path(tiny_bert) / "model.safetensors")
     changed = [k for k in base if not torch.equal(trained[f"bert.{k}"], base[k])]  # the encoder trained too
     assert changed and "classifier.weight" in trained
-    assert infer.main(infer_args(out, pqal_path))["num_examples"] == 6
+    assert infer.main(*infer.parse_args(infer_args(out, pqal_path)))["num_examples"] == 6
 
 
 def test_classifier_training_resumes_after_a_kill(tmp_path, tiny_bert, pqal_path):
@@ -209,9 +216,10 @@ def test_a_causal_lm_can_be_trained_as_a_classifier(tmp_path, tiny_llama, pqal_p
     """task_type sequence_classification on a decoder: its `score` head is trained through modules_to_save, and it
     classifies from the last real token of padded batches."""
     out = tmp_path / "run"
-    train.main(train_args(tiny_llama, out, pqal_path, "--task_type", "sequence_classification"))
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--task_type", "sequence_classification")))
     assert "score" in json.loads((out / "adapter_config.json").read_text())["modules_to_save"]
-    meta = infer.main(infer_args(out, pqal_path))  # detected from the run folder; batches of 3 are padded
+    # The task type is detected from the run folder; batches of 3 are padded.
+    meta = infer.main(*infer.parse_args(infer_args(out, pqal_path)))
     assert meta["num_examples"] == 6
     rows = read_rows(out / "predictions_paper_test_score.jsonl")
     assert len({json.dumps(r["label_logprobs"]) for r in rows}) == 6  # each item scored on its own tokens

@@ -62,7 +62,7 @@ def test_inference_on_two_processes_shards_and_merges(two_process_run, pqal_path
     meta = json.loads((out / "ddp.meta.json").read_text())
     assert meta["processes"] == 2 and meta["num_examples"] == 6, result.stderr[-2000:]
     assert not list(out.glob("*.partial*"))
-    single = infer.main(infer_args(out, pqal_path, "--predictions_name", "single"))
+    single = infer.main(*infer.parse_args(infer_args(out, pqal_path, "--predictions_name", "single")))
     assert single["processes"] == 1
     ddp_rows = [json.loads(line) for line in (out / "ddp.jsonl").read_text().splitlines()]
     single_rows = [json.loads(line) for line in (out / "single.jsonl").read_text().splitlines()]

@@ -45,7 +45,7 @@ STEM = "predictions_paper_test_score"
 def cli(capsys, script, args: list[str]) -> tuple[int, str]:
     """Run a script's main() as its command line does: (exit status, what it printed on stderr)."""
     capsys.readouterr()
-    code = run_main(script.main, args)
+    code = run_main(lambda argv: script.main(*script.parse_args(argv)), args)
     return code, capsys.readouterr().err
 
 
@@ -90,7 +90,7 @@ def predictions(out: Path) -> tuple[bytes, list[dict]]:
 def reference(tmp_path, tiny_llama, pqal_path):
     """Predictions of an uninterrupted run, to compare resumed runs with."""
     out = tmp_path / "reference"
-    infer.main(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama)))
+    infer.main(*infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))))
     return predictions(out)
 
 
@@ -104,14 +104,14 @@ def test_prediction_resume_cuts_a_broken_row_and_predicts_the_rest(
     args = infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))
     interrupt_after(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        infer.main(args)
+        infer.main(*infer.parse_args(args))
     partial = partial_file(out / STEM, 0)
     lines = partial.read_bytes().splitlines(keepends=True)
     assert len(lines) == 4  # the settings, then three rows
     # What a full disk leaves, then a later run appending after it: a row cut in the middle, a whole row.
     partial.write_bytes(b"".join(lines[:3]) + lines[3][:25] + lines[3])
     monkeypatch.undo()
-    infer.main(args)
+    infer.main(*infer.parse_args(args))
     assert predictions(out) == reference  # rows after the cut are predicted again, none lost or doubled
     assert not partial.exists()
 
@@ -133,9 +133,10 @@ def test_prediction_resumes_after_kill_9(tmp_path, tiny_llama, pqal_path):
     done_before = partial.read_bytes().count(b"\n") - 1
     assert 0 < done_before < 120 and not (out / f"{STEM}.json").exists()
 
-    meta = infer.main(["--output_dir", str(out), *args])  # the kernel released the killed process's lock
+    # The kernel released the killed process's lock.
+    meta = infer.main(*infer.parse_args(["--output_dir", str(out), *args]))
     assert meta["num_examples"] == 120
-    infer.main(["--output_dir", str(tmp_path / "whole"), *args])
+    infer.main(*infer.parse_args(["--output_dir", str(tmp_path / "whole"), *args]))
     assert predictions(out) == predictions(tmp_path / "whole")
 
 
@@ -154,7 +155,7 @@ def test_prediction_after_a_full_disk_exits_in_one_line_and_resumes(
     args = infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))
     interrupt_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        infer.main(args)
+        infer.main(*infer.parse_args(args))
     monkeypatch.undo()
     release_run_folder(out)  # the process below must be able to take the folder
     partial = partial_file(out / STEM, 0)
@@ -168,7 +169,7 @@ def test_prediction_after_a_full_disk_exits_in_one_line_and_resumes(
         assert one_line(done.stderr.splitlines()[-1]) and "Traceback" not in done.stderr
         assert f"{partial}: File too large; free space and rerun" in done.stderr
         assert partial.stat().st_size == limit and not partial.read_bytes().endswith(b"\n")
-    infer.main(args)  # space again: the run completes from its complete rows
+    infer.main(*infer.parse_args(args))  # space again: the run completes from its complete rows
     assert predictions(out) == reference
 
 
@@ -181,7 +182,7 @@ def test_prediction_resume_refuses_a_changed_model_then_starts_afresh(
     args = infer_args(out, pqal_path, "--model_name_or_path", str(model))
     interrupt_after(monkeypatch, 3)
     with pytest.raises(KeyboardInterrupt):
-        infer.main(args)
+        infer.main(*infer.parse_args(args))
     monkeypatch.undo()
     # The model is replaced under the same path (as a retrained adapter would be).
     weights = load_file(model / "model.safetensors")
@@ -194,9 +195,9 @@ def test_prediction_resume_refuses_a_changed_model_then_starts_afresh(
     assert code == 2 and one_line(err) and "model_hash:" in err and "--overwrite_output_dir" in err
     assert partial.read_bytes() == kept  # nothing mixed in, nothing lost
 
-    infer.main([*args, "--overwrite_output_dir", "true"])
+    infer.main(*infer.parse_args([*args, "--overwrite_output_dir", "true"]))
     fresh = tmp_path / "fresh"
-    infer.main(infer_args(fresh, pqal_path, "--model_name_or_path", str(model)))
+    infer.main(*infer.parse_args(infer_args(fresh, pqal_path, "--model_name_or_path", str(model))))
     assert predictions(out) == predictions(fresh)  # every row from the new model
 
 
@@ -208,7 +209,7 @@ def test_prediction_resume_refuses_changed_data(tmp_path, tiny_llama, pqal_path,
             "--model_name_or_path", str(tiny_llama)]  # fmt: skip
     interrupt_after(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
-        infer.main(args)
+        infer.main(*infer.parse_args(args))
     monkeypatch.undo()
     items = json.loads(data.read_text())
     first_test = list(items)[500]  # the first test item of the paper split, one of the six predicted
@@ -223,7 +224,7 @@ def test_prediction_resume_refuses_changed_data(tmp_path, tiny_llama, pqal_path,
 
 def test_checkpoint_problems_are_found_in_every_file(tmp_path, tiny_llama, pqal_path):
     out = tmp_path / "run"
-    train.main(train_args(tiny_llama, out, pqal_path, "--max_steps", "1"))
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--max_steps", "1")))
     good = out / "checkpoint-1"
     assert checkpoint_problem(good) is None
 
@@ -251,16 +252,16 @@ def test_checkpoint_problems_are_found_in_every_file(tmp_path, tiny_llama, pqal_
 
 def test_training_resume_passes_over_broken_checkpoints(tmp_path, tiny_llama, pqal_path, caplog):
     whole = tmp_path / "whole"
-    train.main(train_args(tiny_llama, whole, pqal_path, "--max_steps", "3"))
+    train.main(*train.parse_args(train_args(tiny_llama, whole, pqal_path, "--max_steps", "3")))
     out = tmp_path / "run"
     args = train_args(tiny_llama, out, pqal_path, "--max_steps", "3")
-    train.main(args)
+    train.main(*train.parse_args(args))
     # A full disk during the last two saves: an empty state in one, a garbage adapter in the other.
     (out / "checkpoint-3" / "trainer_state.json").write_text("")
     (out / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"\0garbage")
     assert last_complete_checkpoint(out) == str(out / "checkpoint-1")
     caplog.clear()
-    train.main(args)
+    train.main(*train.parse_args(args))
     log = caplog.text
     assert "Passing over" in log and "checkpoint-3" in log and "trainer_state.json does not parse" in log
     assert "checkpoint-2" in log and "adapter_model.safetensors" in log
@@ -296,7 +297,7 @@ def test_training_after_a_full_disk_resumes_from_the_last_complete_checkpoint(
     tmp_path, tiny_llama, pqal_path, small_disk
 ):
     whole = tmp_path / "whole"
-    train.main(train_args(tiny_llama, whole, pqal_path, "--max_steps", "3"))
+    train.main(*train.parse_args(train_args(tiny_llama, whole, pqal_path, "--max_steps", "3")))
     # Room for the run's own small files, checkpoint-1 and the first files of checkpoint-2: the disk fills
     # up while checkpoint-2 is being saved.
     first = whole / "checkpoint-1"
@@ -346,7 +347,7 @@ def test_full_disk_errors_of_every_writer_are_recognised(small_disk):
 
 def test_training_refuses_to_resume_under_other_settings(tmp_path, tiny_llama, pqal_path, capsys):
     out = tmp_path / "run"
-    train.main(train_args(tiny_llama, out, pqal_path))
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path)))
     outputs = lambda: {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != LOCK}  # noqa: E731
     before = outputs()
 
@@ -362,7 +363,11 @@ def test_training_refuses_to_resume_under_other_settings(tmp_path, tiny_llama, p
     assert code == 2 and one_line(err) and "train_data_hash:" in err
     assert outputs() == before  # nothing touched
 
-    train.main(train_args(tiny_llama, out, pqal_path, "--learning_rate", "1e-4", "--overwrite_output_dir", "true"))
+    train.main(
+        *train.parse_args(
+            train_args(tiny_llama, out, pqal_path, "--learning_rate", "1e-4", "--overwrite_output_dir", "true")
+        )
+    )
     saved = json.loads((out / FINGERPRINT).read_text())
     assert saved["settings"]["learning_rate"] == 1e-4
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
@@ -559,7 +564,7 @@ COMMANDS = {  # how each command is started, and the name its errors begin with
     "sweep.py": ["sweep.py"],
     "augment": ["-m", "augment"],
     "augment.merge": ["-m", "augment.merge"],
-    "domainqa.hub": ["-m", "domainqa.hub"],
+    "domainqa.hub_upload": ["-m", "domainqa.hub_upload"],
 }
 
 

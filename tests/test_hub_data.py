@@ -17,9 +17,9 @@ import pytest
 from datasets import Dataset
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from augment.card import push_to_hub
 from domainqa.data import DataError, read_examples, split_pubmedqa
 from domainqa.hub_data import HubDataset, parse_hub_dataset
+from domainqa.hub_upload import push_dataset
 from tests.fake_hub import COMMIT, serve_fake_hub
 from tests.test_pipeline import train_args
 
@@ -107,7 +107,7 @@ def _hub_row(example: dict) -> dict:
 
 def _upload(api: HfApi, augment_output: Path, train: list[dict], test: list[dict]) -> None:
     """The augment output as augment pushes it, and the Parquet dataset in one commit."""
-    assert push_to_hub(augment_output, AUGMENTED, api=api) == ["data.jsonl", "summary.json", "README.md"]
+    assert push_dataset(augment_output, AUGMENTED, api=api) == ["data.jsonl", "summary.json", "README.md"]
     api.create_repo(PARQUET, repo_type="dataset")
     operations = [
         CommitOperationAdd(f"data/{name}-00000-of-00001.parquet", _parquet([_hub_row(e) for e in items]))

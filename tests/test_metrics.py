@@ -50,7 +50,7 @@ def test_evaluate_script_reads_both_formats_and_compares_runs(tmp_path, capsys):
     jsonl.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "metrics.json"
     args = ["--predictions", str(official), str(jsonl), "--ground_truth_file", str(truth_file)]
-    results = evaluate.main(args + ["--output_file", str(out), "--bootstrap_samples", "50"])
+    results = evaluate.main(*evaluate.parse_args(args + ["--output_file", str(out), "--bootstrap_samples", "50"]))
     table = capsys.readouterr().out
     assert f"| {official} | 0.667 |" in table and f"| {jsonl} | 1.000 |" in table
     assert "| majority class (yes) | 0.500 |" in table
@@ -66,7 +66,9 @@ def test_evaluate_script_single_file_output_has_top_level_keys(tmp_path, pqal_pa
     test = paper_split(load_pubmedqa(str(pqal_path)))["test"]
     preds.write_text(json.dumps({e["id"]: "yes" for e in test}))
     out = tmp_path / "m.json"
-    evaluate.main(["--predictions", str(preds), "--dataset_path", str(pqal_path), "--output_file", str(out)])
+    evaluate.main(
+        *evaluate.parse_args(["--predictions", str(preds), "--dataset_path", str(pqal_path), "--output_file", str(out)])
+    )
     metrics = json.loads(out.read_text())
     assert metrics["accuracy"] == pytest.approx(0.554)  # the paper's majority-class row
     assert metrics["macro_f1"] == pytest.approx(0.238, abs=5e-4)
@@ -76,12 +78,14 @@ def test_evaluate_script_errors_on_partial_predictions_unless_allowed(tmp_path, 
     preds = tmp_path / "p.json"
     preds.write_text(json.dumps({"21645374": "yes"}))  # a train item, not a test item
     with pytest.raises(UsageError, match="not in the test set: 21645374"):
-        evaluate.main(["--predictions", str(preds), "--dataset_path", str(pqal_path)])
+        evaluate.main(*evaluate.parse_args(["--predictions", str(preds), "--dataset_path", str(pqal_path)]))
     from domainqa.data import load_pubmedqa
 
     last = load_pubmedqa(str(pqal_path))[-1]
     preds.write_text(json.dumps({last["id"]: last["final_decision"]}))
-    results = evaluate.main(["--predictions", str(preds), "--dataset_path", str(pqal_path), "--allow_partial"])
+    results = evaluate.main(
+        *evaluate.parse_args(["--predictions", str(preds), "--dataset_path", str(pqal_path), "--allow_partial"])
+    )
     assert results[str(preds)]["accuracy"] == 1.0 and results[str(preds)]["num_examples"] == 1
 
 
@@ -110,8 +114,9 @@ def test_evaluate_script_compares_each_run_with_a_baseline(tmp_path, capsys):
     tuned.write_text(json.dumps(TRUTH))  # every item right
     untouched.write_text(json.dumps(PRED))  # 4 of 6 right
     out = tmp_path / "metrics.json"
-    evaluate.main(["--predictions", str(tuned), "--baseline", str(untouched), "--ground_truth_file", str(truth_file),
-                   "--bootstrap_samples", "100", "--output_file", str(out)])  # fmt: skip
+    evaluate.main(*evaluate.parse_args(["--predictions", str(tuned), "--baseline", str(untouched),
+                                        "--ground_truth_file", str(truth_file), "--bootstrap_samples", "100",
+                                        "--output_file", str(out)]))  # fmt: skip
     table = capsys.readouterr().out
     assert f"| against {untouched} |" in table and f"| {tuned} | +0.333 (" in table
     versus = json.loads(out.read_text())["versus_baseline"]
@@ -121,6 +126,14 @@ def test_evaluate_script_compares_each_run_with_a_baseline(tmp_path, capsys):
     short = tmp_path / "short.json"
     short.write_text(json.dumps({k: v for k, v in PRED.items() if k != "6"}))
     with pytest.raises(UsageError, match="the baseline lacks 1 item"):
-        evaluate.main(["--predictions", str(tuned), "--baseline", str(short), "--ground_truth_file", str(truth_file)])
+        evaluate.main(
+            *evaluate.parse_args(
+                ["--predictions", str(tuned), "--baseline", str(short), "--ground_truth_file", str(truth_file)]
+            )
+        )
     with pytest.raises(UsageError, match="--baseline needs --bootstrap_samples above 0"):
-        evaluate.main(["--predictions", str(tuned), "--baseline", str(untouched), "--bootstrap_samples", "0"])
+        evaluate.main(
+            *evaluate.parse_args(
+                ["--predictions", str(tuned), "--baseline", str(untouched), "--bootstrap_samples", "0"]
+            )
+        )

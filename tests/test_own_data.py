@@ -135,7 +135,7 @@ def test_a_csv_of_ones_own_goes_through_augment_train_infer_calibrate_evaluate(t
     # train on the augmented rows; validation items are held out of the CSV by the seed
     out = tmp_path / "run"
     recipe = pipeline_recipe(tmp_path, yesno, tiny_llama, out, train_data=str(augmented))
-    metrics = train.main([str(recipe)])
+    metrics = train.main(*train.parse_args([str(recipe)]))
     assert metrics["train_examples"] == 4
     config = yaml.safe_load((out / RUN_CONFIG).read_text())
     assert config["labels"] == ["yes", "no"] and config["split"] == "custom" and config["label_column"] == "answer"
@@ -147,26 +147,30 @@ def test_a_csv_of_ones_own_goes_through_augment_train_infer_calibrate_evaluate(t
     assert "eval_share_maybe" not in evaluations[-1]
 
     # infer: label scoring over yes/no, generation parsed against yes/no; the label set comes from the run
-    infer.main([str(recipe)])
+    infer.main(*infer.parse_args([str(recipe)]))
     scored = rows_of(out / "predictions_custom_test_score.jsonl")
     assert len(scored) == TEST_ROWS and all(set(r["label_logprobs"]) == {"yes", "no"} for r in scored)
-    meta = infer.main([str(recipe), "--mode", "generate", "--max_new_tokens", "4", "--num_beams", "2"])
+    meta = infer.main(
+        *infer.parse_args([str(recipe), "--mode", "generate", "--max_new_tokens", "4", "--num_beams", "2"])
+    )
     assert meta["labels"] == ["yes", "no"] and meta["unparsed_fallback"] == "yes"  # no "maybe" in this set
     generated = json.loads((out / "predictions_custom_test_generate.json").read_text())
     assert len(generated) == TEST_ROWS and set(generated.values()) <= {"yes", "no"}
 
     # calibrate on the validation items, then the test predictions come calibrated too
-    infer.main([str(recipe), "--eval_split", "validation"])
-    calibration = calibrate.main([str(recipe), "--predictions", str(out / "predictions_custom_validation_score.jsonl")])
+    infer.main(*infer.parse_args([str(recipe), "--eval_split", "validation"]))
+    calibration = calibrate.main(
+        *calibrate.parse_args([str(recipe), "--predictions", str(out / "predictions_custom_validation_score.jsonl")])
+    )
     assert set(calibration["bias"]) == {"yes", "no"} and calibration["bias"]["yes"] == 0
-    infer.main([str(recipe)])
+    infer.main(*infer.parse_args([str(recipe)]))
     calibrated = json.loads((out / "predictions_custom_test_score_calibrated.json").read_text())
     assert len(calibrated) == TEST_ROWS and set(calibrated.values()) <= {"yes", "no"}
 
     # evaluate: accuracy and macro-F1 over yes/no, against the CSV's own test items
     result_file = tmp_path / "metrics.json"
-    evaluate.main([str(recipe), "--predictions", str(out / "predictions_custom_test_score.json"),
-                   "--output_file", str(result_file)])  # fmt: skip
+    evaluate.main(*evaluate.parse_args([str(recipe), "--predictions", str(out / "predictions_custom_test_score.json"),
+                   "--output_file", str(result_file)]))  # fmt: skip
     result = json.loads(result_file.read_text())
     assert result["num_examples"] == TEST_ROWS and list(result["per_class"]) == ["yes", "no"]
     assert result["confusion_matrix"]["labels"] == ["yes", "no"]
@@ -178,10 +182,10 @@ def test_a_csv_of_ones_own_goes_through_augment_train_infer_calibrate_evaluate(t
 def test_a_classifier_head_follows_the_label_set(tmp_path, yesno, tiny_bert):
     out = tmp_path / "run"
     recipe = pipeline_recipe(tmp_path, yesno, tiny_bert, out, task_type="sequence_classification")
-    train.main([str(recipe)])
+    train.main(*train.parse_args([str(recipe)]))
     assert json.loads((out / "adapter_config.json").read_text())["task_type"] == "SEQ_CLS"
     assert yaml.safe_load((out / RUN_CONFIG).read_text())["labels"] == ["yes", "no"]
-    infer.main([str(recipe)])
+    infer.main(*infer.parse_args([str(recipe)]))
     rows = rows_of(out / "predictions_custom_test_score.jsonl")
     assert len(rows) == TEST_ROWS and all(list(r["label_logprobs"]) == ["yes", "no"] for r in rows)
     assert {r["prediction"] for r in rows} <= {"yes", "no"}

@@ -37,7 +37,9 @@ def infer_args(out, pqal, *extra):
 
 def test_lora_chat_end_to_end(tmp_path, tiny_llama, pqal_path):
     out = tmp_path / "run"
-    metrics = train.main(train_args(tiny_llama, out, pqal_path, "--peft_method", "lora", "--prompt_format", "chat"))
+    metrics = train.main(
+        *train.parse_args(train_args(tiny_llama, out, pqal_path, "--peft_method", "lora", "--prompt_format", "chat"))
+    )
     assert metrics["train_examples"] == 8
     for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "run_config.yaml",
                  "train_results.json", "checkpoint-2"):  # fmt: skip
@@ -45,47 +47,52 @@ def test_lora_chat_end_to_end(tmp_path, tiny_llama, pqal_path):
     lora_b = [v for k, v in load_file(out / "adapter_model.safetensors").items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # LoRA B starts at zero: it trained
 
-    meta = infer.main(infer_args(out, pqal_path, "--mode", "score"))
+    meta = infer.main(*infer.parse_args(infer_args(out, pqal_path, "--mode", "score")))
     assert meta["trained_model"] == str(out) and meta["num_examples"] == 6 and meta["num_unparsed"] == 0
     official = json.loads((out / "predictions_paper_test_score.json").read_text())
     rows = [json.loads(line) for line in (out / "predictions_paper_test_score.jsonl").read_text().splitlines()]
     assert len(official) == 6 and set(official.values()) <= {"yes", "no", "maybe"}
     assert all(set(r["label_logprobs"]) == {"yes", "no", "maybe"} and r["label"] for r in rows)
 
-    infer.main(infer_args(out, pqal_path, "--mode", "generate", "--max_new_tokens", "4", "--num_beams", "2"))
+    infer.main(
+        *infer.parse_args(infer_args(out, pqal_path, "--mode", "generate", "--max_new_tokens", "4", "--num_beams", "2"))
+    )
     generated = [json.loads(line) for line in (out / "predictions_paper_test_generate.jsonl").read_text().splitlines()]
     assert all("generation" in r for r in generated)
 
     result_file = tmp_path / "metrics.json"
-    evaluate.main(["--predictions", str(out / "predictions_paper_test_score.json"), "--dataset_path", str(pqal_path),
-                   "--allow_partial", "--output_file", str(result_file)])  # fmt: skip
+    evaluate.main(*evaluate.parse_args(["--predictions", str(out / "predictions_paper_test_score.json"),
+                                        "--dataset_path", str(pqal_path), "--allow_partial", "--output_file",
+                                        str(result_file)]))  # fmt: skip
     result = json.loads(result_file.read_text())
     assert result["num_examples"] == 6 and 0 <= result["accuracy"] <= 1 and "macro_f1" in result
 
 
 def test_prefix_tuning_plain_text_format_end_to_end(tmp_path, tiny_gpt2, pqal_path):
     out = tmp_path / "run"
-    train.main(train_args(tiny_gpt2, out, pqal_path, "--peft_method", "prefix", "--num_virtual_tokens", "4",
-                          "--prompt_format", "biogpt"))  # fmt: skip
+    train.main(*train.parse_args(train_args(tiny_gpt2, out, pqal_path, "--peft_method", "prefix",
+                                            "--num_virtual_tokens", "4", "--prompt_format", "biogpt")))  # fmt: skip
     assert json.loads((out / "adapter_config.json").read_text())["peft_type"] == "PREFIX_TUNING"
     # The prompt settings come from the trained run (the default chat format gives way); asking for
     # another one explicitly is refused.
-    meta = infer.main(infer_args(out, pqal_path, "--mode", "score"))
+    meta = infer.main(*infer.parse_args(infer_args(out, pqal_path, "--mode", "score")))
     assert meta["prompt_format"] == "biogpt"
     with pytest.raises(ValueError, match="trained with answer_style='direct'"):
-        infer.main(infer_args(out, pqal_path, "--answer_style", "reasoning"))
-    meta = infer.main(infer_args(out, pqal_path, "--mode", "generate", "--max_new_tokens", "3", "--num_beams", "2"))
+        infer.main(*infer.parse_args(infer_args(out, pqal_path, "--answer_style", "reasoning")))
+    meta = infer.main(
+        *infer.parse_args(infer_args(out, pqal_path, "--mode", "generate", "--max_new_tokens", "3", "--num_beams", "2"))
+    )
     assert meta["num_examples"] == 6
 
 
 def test_full_fine_tuning_saves_a_whole_model(tmp_path, tiny_llama, pqal_path):
     out = tmp_path / "run"
-    train.main(train_args(tiny_llama, out, pqal_path, "--peft_method", "full"))
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--peft_method", "full")))
     assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
     trained = load_file(out / "model.safetensors")
     base = load_file(Path(tiny_llama) / "model.safetensors")
     assert any(not torch.equal(trained[k], base[k]) for k in base)
-    assert infer.main(infer_args(out, pqal_path))["num_examples"] == 6
+    assert infer.main(*infer.parse_args(infer_args(out, pqal_path)))["num_examples"] == 6
 
 
 def test_recipe_values_and_command_line_overrides(tmp_path, tiny_llama, pqal_path):
@@ -97,7 +104,7 @@ def test_recipe_values_and_command_line_overrides(tmp_path, tiny_llama, pqal_pat
         "per_device_train_batch_size: 2\ngradient_accumulation_steps: 1\nmax_steps: 3\nreport_to: none\n"
         "mode: score\nnum_beams: 5\n"  # infer.py's keys are allowed in a shared recipe
     )
-    train.main([str(recipe), "--max_steps", "1", "--lora_r", "3"])
+    train.main(*train.parse_args([str(recipe), "--max_steps", "1", "--lora_r", "3"]))
     saved = (out / "run_config.yaml").read_text()
     assert "max_steps: 1\n" in saved and "lora_r: 3\n" in saved and "lora_alpha: 8\n" in saved
     adapter = json.loads((out / "adapter_config.json").read_text())
@@ -106,7 +113,7 @@ def test_recipe_values_and_command_line_overrides(tmp_path, tiny_llama, pqal_pat
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rat: 0.1\n")
     with pytest.raises(RecipeError, match=r"bad.yaml: unknown key\(s\) learning_rat"):
-        train.main([str(bad)])
+        train.main(*train.parse_args([str(bad)]))
 
 
 def test_bad_training_data_stops_before_touching_earlier_outputs(tmp_path, tiny_llama, pqal_path):
@@ -117,7 +124,7 @@ def test_bad_training_data_stops_before_touching_earlier_outputs(tmp_path, tiny_
     bad = tmp_path / "augmented.jsonl"
     bad.write_text('{"id": "n1", "question": "Q?", "context": "C", "final_decision": "probably"}\n')
     with pytest.raises(DataError, match=r"augmented.jsonl, row 1: final_decision 'probably'"):
-        train.main(train_args(tiny_llama, out, pqal_path, "--train_data", str(bad)))
+        train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--train_data", str(bad))))
     assert sorted(p.name for p in out.iterdir()) == [earlier.name] and earlier.read_text() == '{"1": "yes"}'
 
 
@@ -134,7 +141,7 @@ def test_inference_resumes_where_it_was_interrupted(tmp_path, tiny_llama, pqal_p
 
     monkeypatch.setattr(infer, "score_labels", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        infer.main(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama)))
+        infer.main(*infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))))
     assert not (out / "predictions_paper_test_score.json").exists()
 
     def counting(model, tokenizer, fmt, items, batch_size):
@@ -143,7 +150,9 @@ def test_inference_resumes_where_it_was_interrupted(tmp_path, tiny_llama, pqal_p
 
     monkeypatch.setattr(infer, "score_labels", counting)
     # A setting that does not change predictions (the batch size) does not restart the work.
-    meta = infer.main(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama), "--batch_size", "2"))
+    meta = infer.main(
+        *infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama), "--batch_size", "2"))
+    )
     assert len(seen) == 2 and meta["num_examples"] == 6
     assert len(json.loads((out / "predictions_paper_test_score.json").read_text())) == 6
     assert not list(out.glob("*.partial*"))

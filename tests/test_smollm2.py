@@ -29,11 +29,11 @@ def test_converted_cache_has_the_gguf_models_logits(smollm2_path):
 
 def test_lora_trains_on_the_embedded_model(tmp_path, pqal_path, smollm2_path):
     out = tmp_path / "run"
-    train.main([
+    train.main(*train.parse_args([
         "recipes/smollm2-135m/lora/original.yaml", "--dataset_path", str(pqal_path), "--output_dir", str(out),
         "--max_train_samples", "4", "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1",
         "--max_steps", "2", "--save_strategy", "no",
-    ])  # fmt: skip
+    ]))  # fmt: skip
     state = json.loads((out / "trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]
     assert len(losses) == 2 and all(0 < loss < 10 for loss in losses)  # a pretrained model, not random

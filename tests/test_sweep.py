@@ -9,8 +9,7 @@ import yaml
 import infer
 import sweep
 import train
-from domainqa import sweep as sweep_module
-from domainqa.sweep import SweepError
+from sweeps.plan import SweepArguments, SweepError, build_points
 
 
 def write_sweep(tmp_path, tiny_llama, pqal_path, **definition):
@@ -56,9 +55,9 @@ def counted(monkeypatch):
     for module in (train, infer):
         real = module.main
 
-        def counting(args, real=real, name=module.__name__):
+        def counting(*args, real=real, name=module.__name__):
             calls[name] += 1
-            return real(args)
+            return real(*args)
 
         monkeypatch.setattr(module, "main", counting)
     return calls
@@ -66,7 +65,7 @@ def counted(monkeypatch):
 
 def test_series_runs_skips_finished_points_and_writes_table_and_figure(tmp_path, tiny_llama, pqal_path, counted):
     path = write_sweep(tmp_path, tiny_llama, pqal_path, parameter="lora_alpha", values=[4, 16], zero_shot=True)
-    result = sweep.main(sweep_args(path, tmp_path))
+    result = sweep.main(*sweep.parse_args(sweep_args(path, tmp_path)))
     assert result["status"] == {"lora_alpha-4": "ran", "lora_alpha-16": "ran", "zero-shot": "ran"}
     assert counted == {"train": 2, "infer": 3}
     point = tmp_path / "out" / "tiny" / "lora_alpha-16"
@@ -89,13 +88,13 @@ def test_series_runs_skips_finished_points_and_writes_table_and_figure(tmp_path,
     assert saved["unfinished"] == [] and saved["points"][0]["train_examples"] == 4
 
     mtime = (point / "adapter_model.safetensors").stat().st_mtime_ns
-    again = sweep.main(sweep_args(path, tmp_path))
+    again = sweep.main(*sweep.parse_args(sweep_args(path, tmp_path)))
     assert set(again["status"].values()) == {"skipped"}
     assert counted == {"train": 2, "infer": 3}  # nothing retrained or predicted again
     assert (point / "adapter_model.safetensors").stat().st_mtime_ns == mtime
 
     (results_dir / "table.md").unlink()
-    sweep.main(sweep_args(path, tmp_path, "--collect_only"))
+    sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--collect_only")))
     assert (results_dir / "table.md").read_text() == table
     assert counted == {"train": 2, "infer": 3}
 
@@ -114,19 +113,19 @@ def test_interrupted_point_resumes_without_retraining(tmp_path, tiny_llama, pqal
 
     monkeypatch.setattr(infer, "score_labels", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        sweep.main(sweep_args(path, tmp_path))
+        sweep.main(*sweep.parse_args(sweep_args(path, tmp_path)))
     second = tmp_path / "out" / "tiny" / "lora_alpha-8"
     assert (second / "train_results.json").is_file() and not (second / "metrics.json").exists()
     assert counted["train"] == 2 and len(scored) == 6
     table = tmp_path / "results" / "tiny" / "table.md"
     assert not table.exists()
 
-    sweep.main(sweep_args(path, tmp_path, "--collect_only"))  # the finished point only
+    sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--collect_only")))  # the finished point only
     assert 'Unfinished points ("not run" in the tables): lora_alpha-8' in table.read_text()
     assert "| 8 | not run | not run |" in table.read_text()
 
     monkeypatch.setattr(infer, "score_labels", real)
-    result = sweep.main(sweep_args(path, tmp_path))
+    result = sweep.main(*sweep.parse_args(sweep_args(path, tmp_path)))
     assert result["status"] == {"lora_alpha-4": "skipped", "lora_alpha-8": "ran"}
     assert counted["train"] == 2  # training of the interrupted point was finished: not repeated
     assert json.loads((second / "metrics.json").read_text())["num_examples"] == 4
@@ -148,7 +147,7 @@ def test_data_variants_table(tmp_path, tiny_llama, pqal_path):
         variants=[{"name": "original", "model": "tiny"},
                   {"name": "rewriteQA", "model": "tiny", "train_data": str(data)}],
     )  # fmt: skip
-    sweep.main(sweep_args(path, tmp_path))
+    sweep.main(*sweep.parse_args(sweep_args(path, tmp_path)))
     table = (tmp_path / "results" / "tiny" / "table.md").read_text()
     assert "| training data | tiny accuracy | tiny macro-F1 |" in table
     assert "| original | " in table and "| rewriteQA | " in table and "figure.png" not in table
@@ -163,7 +162,7 @@ def test_keep_going_runs_the_points_after_a_failed_one(tmp_path, tiny_llama, pqa
         variants=[{"name": "bad", "model": "tiny", "train_data": str(empty)}, {"name": "original", "model": "tiny"}],
     )  # fmt: skip
     with pytest.raises(SweepError, match="point\\(s\\) failed: bad"):
-        sweep.main(sweep_args(path, tmp_path, "--keep_going"))
+        sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--keep_going")))
     assert counted["train"] == 2 and counted["infer"] == 1  # the bad point failed, the next one ran
     assert (tmp_path / "out" / "tiny" / "original" / "metrics.json").is_file()
     assert "| bad | not run | not run |" in (tmp_path / "results" / "tiny" / "table.md").read_text()
@@ -175,21 +174,42 @@ def test_changed_settings_and_bad_definitions_are_refused(tmp_path, tiny_llama, 
     point.mkdir(parents=True)
     (point / "point.json").write_text(json.dumps({"recipe": "other.yaml", "settings": {}}))
     with pytest.raises(SweepError, match="started with other settings"):
-        sweep.main(sweep_args(path, tmp_path))
+        sweep.main(*sweep.parse_args(sweep_args(path, tmp_path)))
     with pytest.raises(SweepError, match="unknown recipe key"):
-        sweep.main(sweep_args(path, tmp_path, "--overrides", '{"learning_rat": 1}'))
+        sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--overrides", '{"learning_rat": 1}')))
     with pytest.raises(SweepError, match="unknown point"):
-        sweep.main(sweep_args(path, tmp_path, "--only", "lora_alpha-5"))
+        sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--only", "lora_alpha-5")))
     with pytest.raises(SweepError, match="no points"):
-        sweep.main(sweep_args(write_sweep(tmp_path, tiny_llama, pqal_path, base_recipe=None), tmp_path))
+        sweep.main(
+            *sweep.parse_args(sweep_args(write_sweep(tmp_path, tiny_llama, pqal_path, base_recipe=None), tmp_path))
+        )
 
 
 def test_dry_run_prints_each_script_with_its_own_flags(tmp_path, tiny_llama, pqal_path, capsys):
     path = write_sweep(tmp_path, tiny_llama, pqal_path, parameter="lora_alpha", values=[4])
-    sweep.main(sweep_args(path, tmp_path, "--dry_run"))
+    sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--dry_run")))
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[1] for line in lines] == ["train.py", "infer.py", "evaluate.py"]
     assert "--batch_size 2" in lines[1] and "--batch_size" not in lines[0] + lines[2]
     assert "--bootstrap_samples 50" in lines[2] and "--lora_alpha 4" in lines[0]
-    assert sweep_module.build_points(sweep_module.SweepArguments(name="x", base_recipe=str(path.parent / "base.yaml"),
-                                     parameter="lora_alpha", values=["8"]))[0].value == 8  # fmt: skip
+    assert build_points(SweepArguments(name="x", base_recipe=str(path.parent / "base.yaml"),
+                                       parameter="lora_alpha", values=["8"]))[0].value == 8  # fmt: skip
+
+
+def test_each_script_runs_in_a_fresh_process_with_its_output_in_the_point_log(tmp_path, tiny_llama, pqal_path):
+    """The default launcher: infer and evaluate each in a spawned process, called with their argument objects;
+    what they print goes to the point's logs, and a failure names its log."""
+    path = write_sweep(tmp_path, tiny_llama, pqal_path, zero_shot=True)
+    args = [str(path), "--output_root", str(tmp_path / "out"), "--results_root", str(tmp_path / "results")]
+    result = sweep.main(*sweep.parse_args(args))
+    assert result["status"] == {"zero-shot": "ran"}
+    point = tmp_path / "out" / "tiny" / "zero-shot"
+    assert json.loads((point / "metrics.json").read_text())["num_examples"] == 4
+    assert (point / "infer.log").read_text().startswith(f"\n$ python infer.py {tmp_path / 'base.yaml'} ")
+    assert "Wrote " in (point / "infer.log").read_text() and not (point / "train.log").exists()
+
+    (tmp_path / "no-model").mkdir()  # a folder the arguments accept and the loader then finds empty
+    bad = write_sweep(tmp_path, tiny_llama, pqal_path, name="bad", zero_shot=True,
+                      overrides={"model_name_or_path": str(tmp_path / "no-model")})  # fmt: skip
+    with pytest.raises(SweepError, match=r"^infer\.py failed \(.+\); its log is .*bad/zero-shot/infer\.log$"):
+        sweep.main(*sweep.parse_args([str(bad), *args[1:]]))

@@ -22,7 +22,7 @@ def test_best_checkpoint_by_validation_macro_f1_matches_infer(tmp_path, tiny_lla
     validation = ["--eval_strategy", "steps", "--eval_steps", "1", "--metric_for_best_model", "macro_f1",
                   "--load_best_model_at_end", "true", "--max_eval_samples", "6", "--max_steps", "3",
                   "--loss_on", "label", "--class_weighted_loss", "true", "--report_to", "tensorboard"]  # fmt: skip
-    train.main(train_args(tiny_llama, out, pqal_path, *validation))
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, *validation)))
     state = json.loads((out / "trainer_state.json").read_text())
     evaluations = [e for e in state["log_history"] if "eval_macro_f1" in e]
     # One evaluation per step, then train.py's final one of the reloaded best checkpoint.
@@ -40,8 +40,8 @@ def test_best_checkpoint_by_validation_macro_f1_matches_infer(tmp_path, tiny_lla
     assert {"train/loss", "eval/macro_f1", "eval/accuracy", "eval/share_maybe"} <= set(scalars)
 
     # The saved model is the best checkpoint: infer.py on the same validation items measures its macro-F1.
-    infer.main(["--output_dir", str(out), "--dataset_path", str(pqal_path), "--eval_split", "validation",
-                "--max_eval_samples", "6", "--batch_size", "3"])  # fmt: skip
+    infer.main(*infer.parse_args(["--output_dir", str(out), "--dataset_path", str(pqal_path), "--eval_split",
+                                  "validation", "--max_eval_samples", "6", "--batch_size", "3"]))  # fmt: skip
     predicted = json.loads((out / "predictions_paper_validation_score.json").read_text())
     truth = {e["id"]: e["final_decision"] for e in load_task_data(str(pqal_path))["validation"][:6]}
     scores = official_scores([truth[k] for k in predicted], list(predicted.values()))

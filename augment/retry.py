@@ -1,4 +1,6 @@
-"""Request/token rate limits and the retry policy (exponential backoff with jitter, Retry-After first)."""
+"""The retry policy of requests to a server: which failures are retried (`retryable_status`), how long to wait
+before each retry (`RetryPolicy`: exponential backoff with jitter, the server's Retry-After first), and how fast
+requests go out (`RateLimiter`: requests and tokens per minute)."""
 
 from __future__ import annotations
 
@@ -64,6 +66,8 @@ class RateLimiter:
 
 @dataclass
 class RetryPolicy:
+    """How often a failed request is tried again, and how long to wait before each try."""
+
     max_retries: int = 6
     base: float = 1.0
     cap: float = 60.0

@@ -1,0 +1,134 @@
+"""Uploads to the Hugging Face Hub, each in one commit: a trained run's release (the final adapter or model, its
+tokenizer, results, predictions and model card) and augmented training data (data, summary and dataset card).
+
+    python -m domainqa.hub_upload OUTPUT_DIR --hub_model_id user/name [--private] [--dry_run]
+
+The token comes from --hub_token or $HF_TOKEN (or the login huggingface_hub keeps); it is sent in the
+Authorization header and written nowhere, and an upload stops if a file to upload contains it. train.py
+--push_to_hub calls `push_run` after saving; `python -m augment ... --push_to_hub` calls `push_dataset`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from .cards import CARD, model_card, portable_base
+from .config import ArgumentParser, UsageError, run_cli
+from .run_folder import (
+    MODEL_FILES,
+    PREDICTION_SUFFIXES,
+    RESULT_FILES,
+    TOKENIZER_FILES,
+    metrics_files,
+    prediction_stems,
+)
+from .runs import load_run_config
+
+logger = logging.getLogger(__name__)
+
+PROG = "domainqa.hub_upload"
+DATASET_FILES = ("data.jsonl", "summary.json", CARD)  # never the cache, rejected outputs or batch state
+
+
+def upload(
+    repo_id: str,
+    repo_type: str,
+    files: dict[str, Path | bytes],
+    message: str,
+    token: str | None = None,
+    private: bool | None = None,
+    api=None,
+) -> list[str]:
+    """Create `repo_id` if needed and commit `files` (path in the repo -> local file or contents) in one commit;
+    returns their paths. The token comes from $HF_TOKEN when not given."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    token = token or os.environ.get("HF_TOKEN") or None
+    if token:
+        for name, content in files.items():
+            data = content if isinstance(content, bytes) else content.read_bytes()
+            if token.encode() in data:
+                raise ValueError(f"{name} contains the Hub token; refusing to upload it")
+    api = api or HfApi(token=token)
+    api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+    operations = [
+        CommitOperationAdd(path_in_repo=name, path_or_fileobj=content if isinstance(content, bytes) else str(content))
+        for name, content in files.items()
+    ]
+    api.create_commit(repo_id, operations, repo_type=repo_type, commit_message=message)
+    logger.info("pushed %s to the Hub %s %s", ", ".join(files), repo_type, repo_id)
+    return list(files)
+
+
+# ---------------------------------------------------------------------------------------------- a run
+
+
+def release_files(output_dir: str | os.PathLike, repo_id: str | None = None) -> dict[str, Path | bytes]:
+    """What a release of `output_dir` holds, path in repo -> local file or contents; the card included."""
+    folder = Path(output_dir)
+    if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
+        raise UsageError(f"{folder} holds no trained adapter or model (adapter_config.json / config.json)")
+    names = [*MODEL_FILES, *TOKENIZER_FILES, *RESULT_FILES, *metrics_files(folder)]
+    for stem in prediction_stems(folder):
+        names += [f"{stem}{suffix}" for suffix in PREDICTION_SUFFIXES.values()]
+    files: dict[str, Path | bytes] = {n: folder / n for n in dict.fromkeys(names) if (folder / n).is_file()}
+    if "adapter_config.json" in files:
+        files["adapter_config.json"] = _portable_adapter_config(folder)
+    files[CARD] = model_card(folder, repo_id).encode("utf-8")
+    return dict(sorted(files.items()))
+
+
+def _portable_adapter_config(folder: Path) -> bytes:
+    """adapter_config.json naming the base by its run_config name (Hub id) rather than a local cache path."""
+    adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    base = load_run_config(str(folder)).get("model_name_or_path")
+    if base:
+        adapter["base_model_name_or_path"] = portable_base(base)
+    return (json.dumps(adapter, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
+def push_run(
+    output_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None, api=None
+) -> list[str]:
+    """Release the run in `output_dir` as the model `repo_id`; returns the paths uploaded."""
+    files = release_files(output_dir, repo_id)
+    return upload(repo_id, "model", files, f"Release {Path(output_dir).name}", token, private, api)
+
+
+# ------------------------------------------------------------------------------------------ a data set
+
+
+def push_dataset(
+    output_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool = True, api=None
+) -> list[str]:
+    """Upload the data, summary and card of an augment output as the dataset `repo_id`; returns the files."""
+    folder = Path(output_dir)
+    files: dict[str, Path | bytes] = {name: folder / name for name in DATASET_FILES if (folder / name).is_file()}
+    return upload(repo_id, "dataset", files, "Add augmented PubMedQA data", token, private, api)
+
+
+def main(args: list[str] | None = None) -> list[str]:
+    parser = ArgumentParser(
+        prog=f"python -m {PROG}", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("output_dir", help="A train.py output folder (after infer.py / evaluate.py if wanted).")
+    parser.add_argument("--hub_model_id", required=True, help="user/name of the Hub model repository.")
+    parser.add_argument("--hub_token", default=None, help="Default: $HF_TOKEN or the stored login.")
+    parser.add_argument("--private", action="store_true", help="Create the repository private.")
+    parser.add_argument("--dry_run", action="store_true", help="List the files and print the card; upload nothing.")
+    options = parser.parse_args(args)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    if options.dry_run:
+        files = release_files(options.output_dir, options.hub_model_id)
+        print(files[CARD].decode("utf-8"))
+        print("\n".join(f"would upload: {name}" for name in files))
+        return list(files)
+    return push_run(options.output_dir, options.hub_model_id, options.hub_token, options.private or None)
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG)
