@@ -69,6 +69,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Tr
                                 hub_token)  # fmt: skip
 
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
+    if training_args.head_init != "random":
+        raise UsageError("head_init linear_probe is for sequence classifiers: set task_type sequence_classification")
     task = load_task(data_args, data_args.train_data)  # an inferred label set goes into data_args.labels
     parts = task.parts
     tokenizer = load_tokenizer(model_args.model_name_or_path)

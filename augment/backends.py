@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from domainqa.redaction import Redactor
 
 from .arguments import AugmentArguments, AugmentError
-from .prompts import JSON_OBJECT, response_format
+from .prompts import JSON_OBJECT, response_format, without_max_lengths
 from .requests import Answer, Request
 from .retry import RateLimiter, RetryPolicy, parse_retry_after, retryable_status
 
@@ -128,7 +128,7 @@ class OpenAIBackend:
         if self.output_format == "json_schema" and request.schema is not None:
             body["response_format"] = response_format(request.schema)
         elif self.output_format == "json_object+schema" and request.schema is not None:
-            body["response_format"] = {**JSON_OBJECT, "schema": request.schema}
+            body["response_format"] = {**JSON_OBJECT, "schema": without_max_lengths(request.schema)}
         elif self.output_format is not None:
             body["response_format"] = JSON_OBJECT
         return body

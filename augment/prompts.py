@@ -94,6 +94,14 @@ def _string(name: str, bounded: bool) -> dict[str, Any]:
     return {"type": "string", "minLength": MIN_CHARS[name], "maxLength": MAX_CHARS[name]}
 
 
+def without_max_lengths(schema: dict[str, Any]) -> dict[str, Any]:
+    """`schema` with no maxLength on its strings. llama.cpp turns a maxLength into one nested optional rule
+    per character and refuses a grammar of 1,600 of them ("exceeds sane defaults"), then drops the request;
+    minLength stays (a flat repetition it takes), and the maxima are checked after generation."""
+    properties = {k: {f: v for f, v in p.items() if f != "maxLength"} for k, p in schema["properties"].items()}
+    return {**schema, "properties": properties}
+
+
 def response_format(schema: dict[str, Any]) -> dict[str, Any]:
     """The OpenAI `response_format` asking for answers under `schema`."""
     return {"type": "json_schema", "json_schema": {"name": schema["title"], "strict": True, "schema": schema}}

@@ -216,6 +216,14 @@ class TrainingArguments(SFTConfig):
         default=False,
         metadata={"help": "Weight the decision token's loss by n / (3 * n_label) of the training data (balanced)."},
     )
+    head_init: Literal["random", "linear_probe"] = field(
+        default="random",
+        metadata={
+            "help": "Sequence classifiers: random (the model's own initialisation), or linear_probe: fit the head as a "
+            "logistic regression on the frozen model's features of the training items first (LP-FT; its C chosen "
+            "by cross-validation on the training items), then fine-tune from there."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={"help": "Stop after this many evaluations without a better metric_for_best_model (none: never)."},

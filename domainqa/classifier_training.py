@@ -21,13 +21,16 @@ from .classifier import (
     check_classifier_settings,
     classifier_peft_config,
     encode,
+    head_name,
     load_classifier,
     match_padding,
     model_max_length,
 )
 from .data import LABELS, Example
+from .io import atomic_write_json
 from .metrics import official_scores
 from .modeling import load_tokenizer, resolve_model_path
+from .probe_head import check_probe_data, fit_head_as_probe
 from .run_folder import resume_point
 from .runs import finish_training
 from .task import load_task, record_split
@@ -112,6 +115,8 @@ def train_classifier(
         tokenizer.model_max_length,
     )
 
+    if training_args.head_init == "linear_probe":
+        check_probe_data(train_dataset["labels"], labels)
     model_args.task_type = SEQUENCE_CLASSIFICATION  # resolved, so run_config.yaml says what was trained
     checkpoint = resume_point(model_args, data_args, training_args, train_items, validation_items)
     record_split(training_args.output_dir, task)
@@ -124,6 +129,7 @@ def train_classifier(
         callbacks,
         balanced_label_weights(train_items, labels) if training_args.class_weighted_loss else None,
         labels,
+        probe_head=training_args.head_init == "linear_probe" and checkpoint is None,  # a checkpoint holds its head
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {**result.metrics, "train_examples": len(train_items)}
@@ -140,9 +146,15 @@ def build_trainer(
     callbacks: list[TrainerCallback],
     weights: torch.Tensor | None,
     labels: Sequence[str] = LABELS,
+    probe_head: bool = False,
 ) -> Trainer:
     model = load_classifier(model_args.model_name_or_path, model_args.dtype, labels)
     match_padding(model, tokenizer)
+    if probe_head:
+        probe = fit_head_as_probe(
+            model, getattr(model, head_name(model)), train_dataset, labels, "balanced" if weights is not None else None
+        )
+        atomic_write_json(f"{training_args.output_dir}/probe_head.json", probe)
     peft_config = classifier_peft_config(
         model_args.peft_method,
         model,

@@ -29,6 +29,12 @@ REFERENCES = {
             0.349,
             "smollm2-135m-search",
         ),
+        (
+            "SmolLM2-135M-Instruct probe head (head_init linear_probe), 450 items, selected on validation",
+            0.534,
+            0.374,
+            "smollm2-135m-search",
+        ),
         ("linear probe on frozen SmolLM2-135M-Instruct features", 0.550, 0.390, "smollm2-135m-search"),
     ],
     "official": [

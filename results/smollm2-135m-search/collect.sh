@@ -6,12 +6,12 @@ cd "$(dirname "$0")/../.."
 : "${PUBMEDQA_PATH:?set PUBMEDQA_PATH to the official ori_pqal.json}"
 HERE=results/smollm2-135m-search
 RUNS="smollm2-135m-zero-shot smollm2-135m-lora-top8-label-cw smollm2-135m-lora-top8-answer-cw
-smollm2-135m-lora-top8-answer-cw-4ep smollm2-135m-seqcls-lora-top8"
+smollm2-135m-lora-top8-answer-cw-4ep smollm2-135m-seqcls-lora-top8 smollm2-135m-seqcls-probe smollm2-135m-seqcls-lpft-top8"
 for run in $RUNS; do
     [ -d "outputs/search/$run" ] || continue
     mkdir -p "$HERE/$run"
     for f in outputs/search/$run/predictions_paper_*_score*.json outputs/search/$run/predictions_paper_*_score*.jsonl \
-             outputs/search/$run/calibration.json outputs/search/$run/trainer_state.json \
+             outputs/search/$run/calibration.json outputs/search/$run/probe_head.json outputs/search/$run/trainer_state.json \
              outputs/search/$run/training_curves.png outputs/search/$run/run_config.yaml; do
         [ -f "$f" ] && cp "$f" "$HERE/$run/"
     done
