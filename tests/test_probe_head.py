@@ -51,7 +51,7 @@ def test_train_py_fits_the_probe_then_fine_tunes(tmp_path, tiny_bert, pqal_path)
     out = tmp_path / "run"
     args = train_args(tiny_bert, out, pqal_path, "--task_type", "sequence_classification",
                       "--head_init", "linear_probe", "--max_train_samples", str(TRAIN_ITEMS))  # fmt: skip
-    metrics = train.main(args)
+    metrics = train.main(*train.parse_args(args))
     assert metrics["train_examples"] == TRAIN_ITEMS
     probe = json.loads((out / "probe_head.json").read_text())
     assert probe["C"] in C_GRID and set(map(float, probe["cv_macro_f1_by_C"])) == set(C_GRID)
@@ -71,7 +71,7 @@ def test_bad_probe_settings_stop_before_anything_is_written(tmp_path, request, p
     out = tmp_path / "run"
     args = train_args(request.getfixturevalue(model_fixture), out, pqal_path, "--head_init", "linear_probe", *extra)
     with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("(", r"\(").replace(")", r"\)")):
-        train.main(args)
+        train.main(*train.parse_args(args))
     assert not out.exists()
 
 
