@@ -2,7 +2,7 @@
 paper's `generate` decoding (beam search 5, repetition penalty 2.0), and against scoring each
 context+answer in full, on the same test items with the same model.
 
-    python benchmarks/bench_infer.py [--items 50] [--adapter_path outputs/quickstart/lora]
+    python benchmarks/bench_infer.py [--items 50] [--adapter_path RUN]   # RUN: a causal-LM LoRA run folder
 """
 
 from __future__ import annotations
