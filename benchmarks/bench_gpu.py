@@ -277,10 +277,13 @@ def training_args(settings: Settings, spec: dict, output_dir: str):
         }}  # fmt: skip
     if spec.get("compile"):
         extra |= {"torch_compile": True, "pad_to_multiple_of": 64}  # few shapes, few recompilations
+    # TRL cannot cut the rows of an unpacked padding-free batch, so it refuses a max_length there; the items go
+    # whole (the FLOP count follows the tokens each step really holds).
+    max_length = None if spec.get("padding_free") else 1024
     return TrainingArguments(
         output_dir=output_dir, per_device_train_batch_size=max(1, spec["micro"] // scale),
         gradient_accumulation_steps=spec["accum"], max_steps=settings.warmup_steps + settings.timed_steps,
-        learning_rate=5e-5, lr_scheduler_type="linear", warmup_steps=0.1, max_length=1024, logging_steps=1,
+        learning_rate=5e-5, lr_scheduler_type="linear", warmup_steps=0.1, max_length=max_length, logging_steps=1,
         save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, seed=42,
         bf16=cuda, use_cpu=not cuda, dataloader_pin_memory=cuda, padding_free=spec.get("padding_free", False),
         **extra,

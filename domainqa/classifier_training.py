@@ -151,6 +151,7 @@ def build_trainer(
     model = load_classifier(model_args.model_name_or_path, model_args.dtype, labels)
     match_padding(model, tokenizer)
     if probe_head:
+        model.to(training_args.device)  # the features on the training device: the Trainer would move it there anyway
         probe = fit_head_as_probe(
             model, getattr(model, head_name(model)), train_dataset, labels, "balanced" if weights is not None else None
         )

@@ -36,6 +36,8 @@ from domainqa.arguments import pipeline_keys
 from domainqa.config import UsageError, field_names, load_recipe
 from domainqa.run_folder import METRICS
 
+TEST_METRICS = "test_metrics.json"  # a finalist's scores on the test items (test_finalist)
+
 SCRIPTS = {"train": train, "infer": infer, "evaluate": evaluate}  # in the order a point runs them
 LAUNCHERS = ("subprocess", "inprocess")
 PEFT_LABELS = {"lora": "LoRA", "prefix": "prefix", "full": "full"}
@@ -74,6 +76,15 @@ class SweepArguments:
         default=False, metadata={"help": "After a point fails, go on with the next one (the failure is reported)."}
     )
     dry_run: bool = field(default=False, metadata={"help": "Print the commands of the unfinished points and stop."})
+    test_finalist: bool = field(
+        default=False,
+        metadata={
+            "help": "Choose on validation, score the test items once: every point scores the validation items, then "
+            "the trained point with the best validation macro-F1, and the untrained model (zero_shot), score the "
+            "test items once each, the finalist compared with the untrained model item by item; "
+            "<results_root>/<name>/finalist.md."
+        },
+    )
     launcher: str = field(
         default="subprocess",
         metadata={
@@ -160,6 +171,23 @@ def infer_step(point: Point, point_dir: Path) -> Step:
     return Step("infer", point.recipe, {**_own("infer", point.settings), "output_dir": str(point_dir)})
 
 
+def test_steps(point: Point, point_dir: Path, baseline: Path | None = None) -> dict[str, Step]:
+    """A finished point scored on the test items, its files beside its validation ones; evaluate compares it
+    with the `baseline` predictions when given."""
+    test = {"eval_split": "test"}
+    inference = Step("infer", point.recipe, {**_own("infer", point.settings), **test, "output_dir": str(point_dir)})
+    evaluation = {
+        **_own("evaluate", point.settings),
+        **test,
+        "predictions": [str(predictions_of(inference)["official"])],
+        "allow_partial": True,
+        "output_file": str(point_dir / TEST_METRICS),
+    }
+    if baseline is not None:
+        evaluation["baseline"] = str(baseline)
+    return {"infer": inference, "evaluate": Step("evaluate", point.recipe, evaluation)}
+
+
 def predictions_of(step: Step) -> dict[str, Path]:
     """The files an infer step writes, as infer.py names them from its parsed arguments."""
     _, data_args, infer_args = step.arguments()
@@ -177,7 +205,8 @@ def _model_label(recipe_path: str, recipe: dict) -> str:
     parts = Path(recipe_path).parts
     if len(parts) >= 3 and parts[-3] != "recipes":
         return f"{parts[-3]} {_peft_label(recipe)}"  # recipes/<model>/<peft>/<data>.yaml
-    return f"{Path(str(recipe.get('model_name_or_path', 'model'))).name} {_peft_label(recipe)}"
+    model = Path(str(recipe.get("model_name_or_path", "model"))).name.removeprefix("embedded:")
+    return f"{model} {_peft_label(recipe)}"
 
 
 def _series_points(args: SweepArguments, common: dict) -> list[Point]:

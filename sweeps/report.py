@@ -12,7 +12,7 @@ from pathlib import Path
 from domainqa.io import atomic_write_json, atomic_write_text
 from domainqa.run_folder import METRICS, TRAIN_RESULTS, TRAINER_STATE
 
-from .plan import Point, SweepArguments, infer_step, predictions_of
+from .plan import TEST_METRICS, Point, SweepArguments, infer_step, predictions_of
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ def variant_table(results: list[dict], pending: list[Point] = ()) -> str:
 
 def details_table(results: list[dict]) -> str:
     lines = [
-        "| point | train items | steps | train s | infer s | test items | predicted yes/no/maybe "
+        "| point | train items | steps | train s | infer s | items scored | predicted yes/no/maybe "
         "| accuracy | macro-F1 |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
@@ -194,8 +194,9 @@ def collect(args: SweepArguments, points: list[Point]) -> dict:
         parts += [f'Unfinished points ("not run" in the tables): {", ".join(missing)}.', ""]
     if results:
         n = results[0]["num_examples"]
+        _, _, infer_args = infer_step(points[0], sweep_dir / points[0].name).arguments()
         parts += [
-            f"Accuracy and macro-F1 on {n} test items, with bootstrap 95% intervals in brackets.",
+            f"Accuracy and macro-F1 on {n} {infer_args.eval_split} items, with bootstrap 95% intervals in brackets.",
             "",
         ]
         if any(r["kind"] == "series" for r in results):
@@ -208,3 +209,55 @@ def collect(args: SweepArguments, points: list[Point]) -> dict:
     atomic_write_text(out_dir / "table.md", "\n".join(parts))
     logger.info("Wrote %s (%d finished, %d unfinished)", out_dir / "table.md", len(results), len(missing))
     return summary
+
+
+def _scores(result: dict) -> str:
+    return f"{result['accuracy']:.3f} / {result['macro_f1']:.3f}"
+
+
+def _difference(paired: dict, metric: str) -> str:
+    low, high = paired[metric]["interval_95"]
+    return f"{paired[metric]['difference']:+.3f} ({low:+.3f} to {high:+.3f})"
+
+
+def write_finalist(args: SweepArguments, best: dict, candidates: int, sweep_dir: Path) -> dict:
+    """finalist.json and finalist.md: the chosen point's validation and test scores beside the untrained model's."""
+    test = _read_json(sweep_dir / best["name"] / TEST_METRICS)
+    untrained = _read_json(sweep_dir / "zero-shot" / TEST_METRICS)
+    validation = _read_json(sweep_dir / "zero-shot" / METRICS)
+    finalist = {"point": best["name"], "chosen_among": candidates, "validation": best, "test": test}
+    rows = [("finalist: " + best["name"], _scores(best), test)]
+    if untrained is not None:
+        finalist["untrained_test"] = untrained
+        rows.append(("untrained model", _scores(validation) if validation else "", untrained))
+    lines = [
+        f"# Sweep {args.name}: the finalist on the test items",
+        "",
+        f"Chosen by validation macro-F1 among {candidates} trained points, then scored once on "
+        f"{test['num_examples']} test items (bootstrap 95% intervals in brackets).",
+        "",
+        "| model | validation accuracy / macro-F1 | test accuracy | test macro-F1 | predicted yes/no/maybe |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label, on_validation, scores in rows:
+        dist = scores.get("predicted_distribution") or {}
+        seen = "/".join(str(dist.get(k, 0)) for k in ("yes", "no", "maybe"))
+        lines.append(
+            f"| {label} | {on_validation} | {_cell(scores, 'accuracy')} | {_cell(scores, 'macro_f1')} | {seen} |"
+        )
+    majority = test["majority_baseline"]
+    lines.append(
+        f"| majority class ({majority['label']}) | | {majority['accuracy']:.3f} | {majority['macro_f1']:.3f} | |"
+    )
+    paired = test.get("versus_baseline")
+    if paired:
+        lines += [
+            "",
+            f"Finalist minus untrained model on the same items (paired bootstrap, 95%): accuracy "
+            f"{_difference(paired, 'accuracy')}, macro-F1 {_difference(paired, 'macro_f1')}.",
+        ]
+    out_dir = Path(args.results_root) / args.name
+    atomic_write_json(out_dir / "finalist.json", finalist)
+    atomic_write_text(out_dir / "finalist.md", "\n".join(lines) + "\n")
+    logger.info("Wrote %s", out_dir / "finalist.md")
+    return finalist

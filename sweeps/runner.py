@@ -23,8 +23,19 @@ from typing import Any
 from domainqa.io import atomic_write_json
 from domainqa.run_folder import METRICS, TRAIN_RESULTS
 
-from .plan import SCRIPTS, Point, Step, SweepArguments, SweepError, build_points, point_steps
-from .report import POINT_RECORD, collect
+from .plan import (
+    SCRIPTS,
+    TEST_METRICS,
+    Point,
+    Step,
+    SweepArguments,
+    SweepError,
+    build_points,
+    infer_step,
+    point_steps,
+    test_steps,
+)
+from .report import POINT_RECORD, collect, write_finalist
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +155,42 @@ def _run_points(args: SweepArguments, points: list[Point], sweep_dir: Path) -> d
     return status
 
 
+def _check_chosen_on_validation(points: list[Point], sweep_dir: Path) -> None:
+    for point in points:
+        _, _, infer_args = infer_step(point, sweep_dir / point.name).arguments()
+        if infer_args.eval_split != "validation":
+            raise SweepError(
+                f"test_finalist: point {point.name} scores the {infer_args.eval_split} items; the finalist is chosen "
+                "on validation items (set overrides: {eval_split: validation})"
+            )
+
+
+def _score_on_test(point: Point, point_dir: Path, launcher: str, baseline: Path | None) -> Path:
+    """Run the point's test steps unless they ran; returns its test predictions file."""
+    steps = test_steps(point, point_dir, baseline)
+    predictions = Path(steps["evaluate"].settings["predictions"][0])
+    if not (point_dir / TEST_METRICS).is_file():
+        result = _launch(steps["infer"], launcher, point_dir / "infer_test.log")
+        steps["evaluate"].settings["predictions"] = [result["files"]["official"]]
+        _launch(steps["evaluate"], launcher, point_dir / "evaluate_test.log")
+    return predictions
+
+
+def score_finalist(args: SweepArguments, points: list[Point], sweep_dir: Path, results: dict) -> dict:
+    """The trained point with the best validation macro-F1 (the first of equals, in the sweep's order) and the
+    untrained model, each scored once on the test items; writes finalist.json and finalist.md."""
+    trained = [r for r in results["points"] if r["kind"] != "zero-shot"]
+    if not trained:
+        raise SweepError("test_finalist: no trained point finished, so there is no finalist")
+    best = max(trained, key=lambda r: r["macro_f1"])
+    by_name = {p.name: p for p in points}
+    baseline = None
+    if "zero-shot" in by_name:  # first: the finalist is compared with its test predictions
+        baseline = _score_on_test(by_name["zero-shot"], sweep_dir / "zero-shot", args.launcher, None)
+    _score_on_test(by_name[best["name"]], sweep_dir / best["name"], args.launcher, baseline)
+    return write_finalist(args, best, len(trained), sweep_dir)
+
+
 def run_sweep(args: SweepArguments) -> dict:
     """Run the unfinished points (or with --dry_run print their commands), then collect the results."""
     points = build_points(args)
@@ -156,10 +203,17 @@ def run_sweep(args: SweepArguments) -> dict:
         if not args.collect_only:
             _print_unfinished(chosen, sweep_dir)
         return {"points": [p.name for p in points]}
+    if args.test_finalist:
+        _check_chosen_on_validation(points, sweep_dir)
     status = {} if args.collect_only else _run_points(args, chosen, sweep_dir)
     results = collect(args, points)
     results["status"] = status
     failed = [name for name, state in status.items() if state.startswith("failed")]
     if failed:
         raise SweepError(f"point(s) failed: {', '.join(failed)} (the others ran; see their logs)")
+    if args.test_finalist and not args.collect_only:
+        if len(results["points"]) == len(points):
+            results["finalist"] = score_finalist(args, points, sweep_dir, results)
+        else:  # a choice among some of the points would be another selection
+            logger.info("The finalist is chosen once every point has finished (%s unfinished)", results["unfinished"])
     return results

@@ -213,3 +213,33 @@ def test_each_script_runs_in_a_fresh_process_with_its_output_in_the_point_log(tm
                       overrides={"model_name_or_path": str(tmp_path / "no-model")})  # fmt: skip
     with pytest.raises(SweepError, match=r"^infer\.py failed \(.+\); its log is .*bad/zero-shot/infer\.log$"):
         sweep.main(*sweep.parse_args([str(bad), *args[1:]]))
+
+
+def test_finalist_is_chosen_on_validation_and_alone_scored_on_test(tmp_path, tiny_llama, pqal_path, counted):
+    path = write_sweep(tmp_path, tiny_llama, pqal_path, parameter="learning_rate", values=[1e-3, 1e-1], zero_shot=True)
+    with pytest.raises(SweepError, match="chosen on validation items"):
+        sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--test_finalist")))
+    assert counted == {"train": 0, "infer": 0}  # refused before any work
+
+    on_validation = ["--overrides", '{"max_train_samples": 4, "max_eval_samples": 4, "batch_size": 2, '
+                     '"bootstrap_samples": 50, "eval_split": "validation"}']  # fmt: skip
+    results = sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--test_finalist", *on_validation)))
+    trained = [r for r in results["points"] if r["kind"] == "series"]
+    best = max(trained, key=lambda r: r["macro_f1"])  # the first of equals
+    other = next(r for r in trained if r is not best)
+    out = tmp_path / "out" / "tiny"
+    assert results["finalist"]["point"] == best["name"]
+    assert counted == {"train": 2, "infer": 3 + 2}  # three points on validation, finalist and untrained on test
+    assert (out / best["name"] / "test_metrics.json").is_file() and (out / "zero-shot" / "test_metrics.json").is_file()
+    assert not (out / other["name"] / "test_metrics.json").exists()
+
+    test_ids = set(json.loads(next((out / best["name"]).glob("*test*.json")).read_text()))
+    validation_ids = set(json.loads(next((out / best["name"]).glob("*validation*.json")).read_text()))
+    assert len(test_ids) == 4 and not test_ids & validation_ids
+    finalist = (tmp_path / "results" / "tiny" / "finalist.md").read_text()
+    assert f"| finalist: {best['name']} | {best['accuracy']:.3f} / {best['macro_f1']:.3f} |" in finalist
+    assert "| untrained model |" in finalist and "Finalist minus untrained model" in finalist
+    assert "on 4 validation items" in (tmp_path / "results" / "tiny" / "table.md").read_text()
+
+    sweep.main(*sweep.parse_args(sweep_args(path, tmp_path, "--test_finalist", *on_validation)))
+    assert counted == {"train": 2, "infer": 5}  # the test items are scored once
