@@ -10,6 +10,16 @@ in every fold), reported as mean and standard deviation over folds, as the PubMe
 
     python benchmarks/linear_probe.py [--split paper] [--output results/smollm2-135m-search/linear_probe.json]
     python benchmarks/linear_probe.py --split official --output results/smollm2-135m-search/linear_probe_official.json
+
+With --features head it measures the recipe the search selected (`head_init: linear_probe` with no training
+step) without training it once per fold: the features are what that head reads (the sequence classifier's
+input, question and context as a text pair, and the last token's final hidden state, computed by the same
+code), and the probe is fitted as train.py fits the head (C by 5-fold cross-validation on the training items,
+no class weighting, no intercept as SmolLM2's head has none). Validation items are scored but choose nothing.
+
+    python benchmarks/linear_probe.py --features head --split official \
+        --output results/smollm2-135m-search/probe_head_official.json \
+        --predictions_dir results/smollm2-135m-search/probe-head
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from datasets import Dataset  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
@@ -36,6 +47,11 @@ from domainqa.predictions import write_predictions  # noqa: E402
 from domainqa.prompts import PromptFormat  # noqa: E402
 
 C_GRID = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
+LABELS = ("yes", "no", "maybe")
+FEATURES = {
+    "scoring_context": "final + middle layer at the last token of the scoring context, final layer mean",
+    "head": "the probe head's input: final layer at the last token of the classifier's text pair",
+}
 
 
 @torch.inference_mode()
@@ -46,7 +62,7 @@ def item_features(model, tokenizer, fmt: PromptFormat, example: dict) -> np.ndar
     return torch.cat([final[-1], middle[-1], final.mean(0)]).float().numpy()
 
 
-def cached_features(model, tokenizer, fmt, items: list[dict], cache_dir: Path, part: str) -> np.ndarray:
+def cached_features(compute, items: list[dict], cache_dir: Path, part: str) -> np.ndarray:
     """Features of `items`, computed once: every .npz in `cache_dir` is read (features are per item, so the
     paper and official splits share them), and new ones are appended to `<part>.npz` as they come."""
     done = {}
@@ -58,13 +74,51 @@ def cached_features(model, tokenizer, fmt, items: list[dict], cache_dir: Path, p
     for i, example in enumerate(items):
         if example["id"] in done:
             continue
-        done[example["id"]] = mine[example["id"]] = item_features(model, tokenizer, fmt, example)
+        done[example["id"]] = mine[example["id"]] = compute(example)
         if len(mine) % 25 == 0 or i + 1 == len(items):
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(tmp, **mine)
             tmp.replace(cache)
             print(f"{cache.name}: {i + 1}/{len(items)} ({time.perf_counter() - start:.0f} s)", flush=True)
     return np.stack([done[e["id"]] for e in items])
+
+
+def head_feature_function():
+    """What the probe head reads for one item, computed as train.py computes it."""
+    from transformers import AutoConfig
+
+    from domainqa.classifier import encode, head_name, load_classifier, match_padding, model_max_length
+    from domainqa.modeling import load_tokenizer, resolve_model_path
+    from domainqa.probe_head import head_inputs
+
+    path = resolve_model_path(EMBEDDED_MODEL)
+    model, tokenizer = load_classifier(path, "float32"), load_tokenizer(path)
+    match_padding(model, tokenizer)
+    max_length = model_max_length(tokenizer, AutoConfig.from_pretrained(path), 1024)
+    head = getattr(model, head_name(model))
+
+    def compute(example: dict) -> np.ndarray:
+        rows = encode(tokenizer, [example], max_length, with_labels=False)
+        return head_inputs(model, head, Dataset.from_list(rows))[0]
+
+    return compute, head.bias is not None
+
+
+def fit_as_head(features: dict, truth: dict, with_bias: bool) -> tuple[dict, list[str], list[dict]]:
+    """The probe head's fit: C by cross-validation on the training items; returns the choice with the
+    validation scores (reported, not used), the test predictions and the learning curve over training-set size."""
+    from domainqa.probe_head import fit_probe
+
+    targets = np.array([LABELS.index(label) for label in truth["train"]])
+    choice, scaler, probe = fit_probe(features["train"], targets, LABELS, None, with_bias)
+    predict = lambda x: [LABELS[i] for i in probe.predict(scaler.transform(x))]  # noqa: E731
+    validation = official_scores(truth["validation"], predict(features["validation"]))
+    curve = []
+    for n in (50, 100, 200, 300, 450):
+        _, small_scaler, small = fit_probe(features["train"][:n], targets[:n], LABELS, None, with_bias)
+        predicted = [LABELS[i] for i in small.predict(small_scaler.transform(features["test"]))]
+        curve.append({"train_items": n, **official_scores(truth["test"], predicted)})
+    return {**choice, "validation": validation}, predict(features["test"]), curve
 
 
 def choose_and_fit(features: dict, truth: dict) -> tuple[dict, list[dict], list[str], list[dict]]:
@@ -108,7 +162,8 @@ def test_summary(truth: list[str], predicted: list[str]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", default="paper", choices=["paper", "official"])
-    parser.add_argument("--cache_dir", default="outputs/linear_probe")
+    parser.add_argument("--features", default="scoring_context", choices=["scoring_context", "head"])
+    parser.add_argument("--cache_dir", default=None, help="Default: outputs/linear_probe[_head].")
     parser.add_argument("--output", default="results/smollm2-135m-search/linear_probe.json")
     parser.add_argument(
         "--predictions_dir",
@@ -118,9 +173,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    model, tokenizer = load_for_inference(EMBEDDED_MODEL, dtype="float32")
-    fmt = PromptFormat("chat", tokenizer)
-    cache_dir = Path(args.cache_dir)
+    if args.features == "head":
+        compute, with_bias = head_feature_function()
+    else:
+        model, tokenizer = load_for_inference(EMBEDDED_MODEL, dtype="float32")
+        fmt = PromptFormat("chat", tokenizer)
+        compute = lambda example: item_features(model, tokenizer, fmt, example)  # noqa: E731
+    cache_dir = Path(args.cache_dir or f"outputs/linear_probe{'_head' if args.features == 'head' else ''}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     folds = range(NUM_OFFICIAL_FOLDS) if args.split == "official" else [None]
     runs = []
@@ -128,27 +187,20 @@ def main() -> None:
         parts = load_task_data(None, args.split, fold or 0)
         name = args.split if fold is None else f"{args.split}_fold{fold}"
         features = {
-            part: cached_features(model, tokenizer, fmt, parts[part], cache_dir, f"{args.split}_{part}")
+            part: cached_features(compute, parts[part], cache_dir, f"{args.split}_{part}")
             for part in ("train", "validation", "test")
         }
         truth = {part: [e["final_decision"] for e in parts[part]] for part in features}
-        best, grid, predicted, curve = choose_and_fit(features, truth)
+        if args.features == "head":
+            best, predicted, curve = fit_as_head(features, truth, with_bias)
+            run = {"fold": fold, "chosen_by_cross_validation": best}
+        else:
+            best, grid, predicted, curve = choose_and_fit(features, truth)
+            run = {"fold": fold, "chosen_on_validation": best, "grid": grid}
         rows = [{"id": e["id"], "prediction": p} for e, p in zip(parts["test"], predicted, strict=True)]
         write_predictions(Path(args.predictions_dir) / f"predictions_{name}_test", rows, "yes")
-        runs.append(
-            {
-                "fold": fold,
-                "chosen_on_validation": best,
-                "test": test_summary(truth["test"], predicted),
-                "learning_curve_test": curve,
-                "grid": grid,
-            }
-        )
-    result = {
-        "split": args.split,
-        "features": "final + middle layer at the last token of the scoring context, final layer mean",
-        "runs": runs,
-    }
+        runs.append({**run, "test": test_summary(truth["test"], predicted), "learning_curve_test": curve})
+    result = {"split": args.split, "features": FEATURES[args.features], "runs": runs}
     if len(runs) > 1:
         result["test_over_folds"] = {
             metric: {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}
@@ -157,7 +209,7 @@ def main() -> None:
         }
     atomic_write_json(args.output, result)
     summary = {k: v for k, v in result.items() if k != "runs"}
-    summary["runs"] = [{k: r[k] for k in ("fold", "chosen_on_validation", "test")} for r in runs]
+    summary["runs"] = [{k: v for k, v in r.items() if k not in ("grid", "learning_curve_test")} for r in runs]
     print(json.dumps(summary, indent=2))
 
 

@@ -61,7 +61,7 @@ def _positions(mask: torch.Tensor, offset: torch.Tensor | int = 0) -> torch.Tens
     return (mask.cumsum(-1) - 1).clamp(min=0) + (offset if isinstance(offset, int) else offset[:, None])
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def accepts_logits_to_keep(model) -> bool:
     """Whether the model's forward can skip the vocabulary head at positions nobody reads (most causal LMs
     in transformers can; a PEFT wrapper passes the argument on to its base model)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -78,7 +78,7 @@ def _score_batch_with_shared_cache(model, prefixes: list[list[int]], continuatio
     ids, mask = ids.to(device), mask.to(device)
     # Only the last position's logits are read: computing the vocabulary head at every prompt position
     # (8 x 400 x 49k for SmolLM2) would cost a large share of the forward and ~600 MB of memory.
-    keep = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
+    keep = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
     out = model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, **keep)
     first_logprobs = out.logits[:, -1].float().log_softmax(-1)  # predicts each continuation's first token
     cache = out.cache

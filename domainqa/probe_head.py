@@ -98,6 +98,17 @@ def _probe(c: float, class_weight: str | None, fit_intercept: bool = True) -> tu
     )
 
 
+def fit_probe(
+    features: np.ndarray, targets: np.ndarray, labels: Sequence[str], class_weight: str | None, with_bias: bool
+) -> tuple[dict, object, object]:
+    """The probe a head is set to: C chosen by cross-validation on these items, then the scaler and the logistic
+    regression fitted on all of them. Returns the choice, the fitted scaler and the fitted regression."""
+    choice = choose_c(features, targets, labels, class_weight)
+    scaler, probe = _probe(choice["C"], class_weight, fit_intercept=with_bias)
+    probe.fit(scaler.fit_transform(features), targets)
+    return choice, scaler, probe
+
+
 def fit_head_as_probe(
     model: PreTrainedModel,
     head: torch.nn.Module,
@@ -112,10 +123,8 @@ def fit_head_as_probe(
     targets = np.asarray(dataset["labels"])
     check_probe_data(targets, labels)
     features = head_inputs(model, head, dataset)
-    choice = choose_c(features, targets, labels, class_weight)
     with_bias = head.bias is not None
-    scaler, probe = _probe(choice["C"], class_weight, fit_intercept=with_bias)
-    probe.fit(scaler.fit_transform(features), targets)
+    choice, scaler, probe = fit_probe(features, targets, labels, class_weight, with_bias)
     # Fold the scaling into the weights: w . (x - mean) / scale + b == (w / scale) . x + (b - w . mean / scale).
     weight = probe.coef_ / scaler.scale_
     bias = probe.intercept_ - weight @ scaler.mean_ if with_bias else None

@@ -3,7 +3,6 @@ class weights on the decision, and validation by the label scoring that infer.py
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections import Counter
 
@@ -12,14 +11,9 @@ import torch.nn.functional as F
 from trl import SFTTrainer
 
 from .data import LABELS, Example
-from .inference import label_token_ids, score_labels
+from .inference import accepts_logits_to_keep, label_token_ids, score_labels
 from .metrics import official_scores
 from .prompts import PromptFormat
-
-
-def _accepts_logits_to_keep(model) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def balanced_class_weights(tokenizer, fmt: PromptFormat, examples: list[Example]) -> dict[int, float]:
@@ -66,7 +60,7 @@ class AnswerLossSFTTrainer(SFTTrainer):
         return table[targets]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if "labels" not in inputs or not _accepts_logits_to_keep(model):
+        if "labels" not in inputs or not accepts_logits_to_keep(model):
             if self.class_weights:
                 raise ValueError("class-weighted loss needs a model whose forward takes logits_to_keep")
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
