@@ -11,6 +11,7 @@ A sweep definition is a YAML file (`recipes/sweeps/<name>.yaml`) holding `SweepA
       - {name: original, base_recipe: recipes/smollm2-135m/lora/original.yaml}
       - recipes/smollm2-135m/lora/smollm2-local-rewriteqa.yaml  # a recipe file: name = its stem
     zero_shot: true                                             # also predict with the untrained model
+    test_finalist: true                                         # best on validation, then test, once
 
 A single series may be written flat: `base_recipe`, `parameter`, `values` at the top level.
 

@@ -39,6 +39,8 @@ REFERENCES = {
     ],
     "official": [
         ("majority class (yes)", 0.552, 0.237, "evaluate.py"),
+        ("SmolLM2-135M-Instruct untrained, chat label scoring", 0.454, 0.307, "smollm2-135m-search"),
+        ("SmolLM2-135M-Instruct probe head, mean of the 10 official folds", 0.556, 0.420, "smollm2-135m-search"),
         ("PubMedBERT (BLURB, published)", 0.558, None, "Gu et al. 2021"),
         ("BioLinkBERT-base (published)", 0.702, None, "Yasunaga et al. 2022"),
         ("BioLinkBERT-large (published)", 0.722, None, "Yasunaga et al. 2022"),
