@@ -45,7 +45,7 @@ def single_forward(model, tokenizer, fmt, items, batch_size):
         with torch.inference_mode():
             model(input_ids=ids, attention_mask=mask, position_ids=inference._positions(mask), logits_to_keep=1)
         for example in batch:
-            yield {"id": example["id"], "prediction": "yes"}  # no decision: timing only
+            yield {"id": example["id"], "prediction": None, "timing_only": True}
 
 
 def main() -> None:
@@ -84,11 +84,13 @@ def main() -> None:
         start, start_cpu = time.perf_counter(), time.process_time()
         rows = list(run())
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-        unparsed = sum(r["prediction"] is None for r in rows)
+        timing_only = any(r.get("timing_only") for r in rows)
+        unparsed = None if timing_only else sum(r["prediction"] is None for r in rows)
         predicted = [r["prediction"] or "maybe" for r in rows]  # infer.py's default fallback
+        scores = {"accuracy": None, "macro_f1": None} if timing_only else official_scores(truth, predicted)
         results.append({"mode": name, "wall_seconds": seconds, "cpu_seconds": cpu_seconds,
                         "examples_per_cpu_second": len(rows) / cpu_seconds, "unparsed": unparsed,
-                        **official_scores(truth, predicted)})  # fmt: skip
+                        **scores})  # fmt: skip
         print(f"{name}: {cpu_seconds:.1f} CPU s", file=sys.stderr)
     baseline = results[0]["examples_per_cpu_second"]
     model_name = f"SmolLM2-135M-Instruct + {args.adapter_path}" if args.adapter_path else "SmolLM2-135M-Instruct"
@@ -99,8 +101,11 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         rate = r["examples_per_cpu_second"]
-        print(f"| {r['mode']} | {rate:.3f} | {rate / baseline:.1f}x | {r['cpu_seconds']:.0f} | {r['wall_seconds']:.0f} "
-              f"| {r['accuracy']:.3f} | {r['macro_f1']:.3f} | {r['unparsed']} |")  # fmt: skip
+        quality = ["n/a"] * 3
+        if r["accuracy"] is not None:
+            quality = [f"{r['accuracy']:.3f}", f"{r['macro_f1']:.3f}", r["unparsed"]]
+        print(f"| {r['mode']} | {rate:.3f} | {rate / baseline:.2f}x | {r['cpu_seconds']:.0f} | {r['wall_seconds']:.0f} "
+              f"| {' | '.join(map(str, quality))} |")  # fmt: skip
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(results, indent=2))
 
