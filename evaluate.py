@@ -13,7 +13,7 @@ from domainqa import config
 from domainqa.arguments import DataArguments, EvaluationArguments, pipeline_keys
 from domainqa.config import UsageError, run_cli
 from domainqa.io import atomic_write_json
-from domainqa.metrics import evaluate_predictions, paired_bootstrap
+from domainqa.metrics import evaluate_predictions, format_difference, paired_bootstrap
 from domainqa.predictions import read_predictions
 from domainqa.task import infer_labels, known_labels, load_task
 
@@ -81,11 +81,7 @@ def compare_with_baseline(
             eval_args.bootstrap_seed,
         )
         results[path]["versus_baseline"] = {"baseline": eval_args.baseline, **paired}
-        cells = [
-            f"{paired[m]['difference']:+.3f} ({paired[m]['interval_95'][0]:+.3f} to {paired[m]['interval_95'][1]:+.3f})"
-            for m in ("accuracy", "macro_f1")
-        ]
-        lines.append(f"| {path} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {path} | {format_difference(paired['accuracy'])} | {format_difference(paired['macro_f1'])} |")
     print("\n".join(lines))
 
 

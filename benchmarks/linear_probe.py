@@ -109,15 +109,17 @@ def fit_as_head(features: dict, truth: dict, with_bias: bool) -> tuple[dict, lis
     validation scores (reported, not used), the test predictions and the learning curve over training-set size."""
     from domainqa.probe_head import fit_probe
 
+    def fit(n: int | None = None):  # the first n training items (None: all); returns the choice and a predictor
+        choice, scaler, probe = fit_probe(features["train"][:n], targets[:n], LABELS, None, with_bias)
+        return choice, lambda x: [LABELS[i] for i in probe.predict(scaler.transform(x))]
+
     targets = np.array([LABELS.index(label) for label in truth["train"]])
-    choice, scaler, probe = fit_probe(features["train"], targets, LABELS, None, with_bias)
-    predict = lambda x: [LABELS[i] for i in probe.predict(scaler.transform(x))]  # noqa: E731
+    choice, predict = fit()
     validation = official_scores(truth["validation"], predict(features["validation"]))
     curve = []
     for n in (50, 100, 200, 300, 450):
-        _, small_scaler, small = fit_probe(features["train"][:n], targets[:n], LABELS, None, with_bias)
-        predicted = [LABELS[i] for i in small.predict(small_scaler.transform(features["test"]))]
-        curve.append({"train_items": n, **official_scores(truth["test"], predicted)})
+        _, predict_first_n = fit(n)
+        curve.append({"train_items": n, **official_scores(truth["test"], predict_first_n(features["test"]))})
     return {**choice, "validation": validation}, predict(features["test"]), curve
 
 

@@ -59,6 +59,12 @@ def paired_bootstrap(
     }
 
 
+def format_difference(paired_metric: dict[str, float]) -> str:
+    """One metric of paired_bootstrap as '+0.060 (+0.002 to +0.120)'."""
+    low, high = paired_metric["interval_95"]
+    return f"{paired_metric['difference']:+.3f} ({low:+.3f} to {high:+.3f})"
+
+
 def _some(ids: list[str], shown: int = 10) -> str:
     """The first few ids of a long list, and how many more: an error stays one readable line."""
     more = len(ids) - shown

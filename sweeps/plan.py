@@ -155,34 +155,28 @@ def _own(script: str, settings: dict[str, Any]) -> dict[str, Any]:
 
 def point_steps(point: Point, point_dir: Path) -> dict[str, Step]:
     """The steps of one point, in order; evaluate scores the file that infer's own settings name."""
-    inference = infer_step(point, point_dir)
-    predictions = predictions_of(inference)["official"]
-    evaluation = {"predictions": [str(predictions)], "allow_partial": True, "output_file": str(point_dir / METRICS)}
-    steps = {
-        "infer": inference,
-        "evaluate": Step("evaluate", point.recipe, {**_own("evaluate", point.settings), **evaluation}),
-    }
+    steps = scoring_steps(point, point_dir)
     if point.train:
         training = {**_own("train", point.settings), "output_dir": str(point_dir)}
         steps = {"train": Step("train", point.recipe, training), **steps}
     return steps
 
 
-def infer_step(point: Point, point_dir: Path) -> Step:
-    return Step("infer", point.recipe, {**_own("infer", point.settings), "output_dir": str(point_dir)})
+def infer_step(point: Point, point_dir: Path, test: bool = False) -> Step:
+    split = {"eval_split": "test"} if test else {}
+    return Step("infer", point.recipe, {**_own("infer", point.settings), **split, "output_dir": str(point_dir)})
 
 
-def test_steps(point: Point, point_dir: Path, baseline: Path | None = None) -> dict[str, Step]:
-    """A finished point scored on the test items, its files beside its validation ones; evaluate compares it
-    with the `baseline` predictions when given."""
-    test = {"eval_split": "test"}
-    inference = Step("infer", point.recipe, {**_own("infer", point.settings), **test, "output_dir": str(point_dir)})
+def scoring_steps(point: Point, point_dir: Path, test: bool = False, baseline: Path | None = None) -> dict[str, Step]:
+    """Infer and evaluate of a point: on its own eval_split, or with `test` on the test items (test_finalist), the
+    files beside the validation ones; evaluate compares with the `baseline` predictions when given."""
+    inference = infer_step(point, point_dir, test)
     evaluation = {
         **_own("evaluate", point.settings),
-        **test,
+        **({"eval_split": "test"} if test else {}),
         "predictions": [str(predictions_of(inference)["official"])],
         "allow_partial": True,
-        "output_file": str(point_dir / TEST_METRICS),
+        "output_file": str(point_dir / (TEST_METRICS if test else METRICS)),
     }
     if baseline is not None:
         evaluation["baseline"] = str(baseline)

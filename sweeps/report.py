@@ -10,6 +10,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from domainqa.io import atomic_write_json, atomic_write_text
+from domainqa.metrics import format_difference
 from domainqa.run_folder import METRICS, TRAIN_RESULTS, TRAINER_STATE
 
 from .plan import TEST_METRICS, Point, SweepArguments, infer_step, predictions_of
@@ -119,6 +120,12 @@ def variant_table(results: list[dict], pending: list[Point] = ()) -> str:
     return _pivot(variants, "variant", names, "training data", results)
 
 
+def _answers(result: dict) -> str:
+    """Predicted label counts as yes/no/maybe."""
+    dist = result.get("predicted_distribution") or {}
+    return "/".join(str(dist.get(k, 0)) for k in ("yes", "no", "maybe"))
+
+
 def details_table(results: list[dict]) -> str:
     lines = [
         "| point | train items | steps | train s | infer s | items scored | predicted yes/no/maybe "
@@ -126,8 +133,7 @@ def details_table(results: list[dict]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
-        dist = r.get("predicted_distribution") or {}
-        seen = "/".join(str(dist.get(k, 0)) for k in ("yes", "no", "maybe"))
+        seen = _answers(r)
         train_s = "" if r["train_runtime_s"] is None else f"{r['train_runtime_s']:.0f}"
         infer_s = "" if r["infer_s"] is None else f"{r['infer_s']:.0f}"
         lines.append(
@@ -215,11 +221,6 @@ def _scores(result: dict) -> str:
     return f"{result['accuracy']:.3f} / {result['macro_f1']:.3f}"
 
 
-def _difference(paired: dict, metric: str) -> str:
-    low, high = paired[metric]["interval_95"]
-    return f"{paired[metric]['difference']:+.3f} ({low:+.3f} to {high:+.3f})"
-
-
 def write_finalist(args: SweepArguments, best: dict, candidates: int, sweep_dir: Path) -> dict:
     """finalist.json and finalist.md: the chosen point's validation and test scores beside the untrained model's."""
     test = _read_json(sweep_dir / best["name"] / TEST_METRICS)
@@ -240,10 +241,9 @@ def write_finalist(args: SweepArguments, best: dict, candidates: int, sweep_dir:
         "| --- | --- | --- | --- | --- |",
     ]
     for label, on_validation, scores in rows:
-        dist = scores.get("predicted_distribution") or {}
-        seen = "/".join(str(dist.get(k, 0)) for k in ("yes", "no", "maybe"))
         lines.append(
-            f"| {label} | {on_validation} | {_cell(scores, 'accuracy')} | {_cell(scores, 'macro_f1')} | {seen} |"
+            f"| {label} | {on_validation} | {_cell(scores, 'accuracy')} | {_cell(scores, 'macro_f1')} "
+            f"| {_answers(scores)} |"
         )
     majority = test["majority_baseline"]
     lines.append(
@@ -254,7 +254,7 @@ def write_finalist(args: SweepArguments, best: dict, candidates: int, sweep_dir:
         lines += [
             "",
             f"Finalist minus untrained model on the same items (paired bootstrap, 95%): accuracy "
-            f"{_difference(paired, 'accuracy')}, macro-F1 {_difference(paired, 'macro_f1')}.",
+            f"{format_difference(paired['accuracy'])}, macro-F1 {format_difference(paired['macro_f1'])}.",
         ]
     out_dir = Path(args.results_root) / args.name
     atomic_write_json(out_dir / "finalist.json", finalist)

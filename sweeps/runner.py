@@ -33,7 +33,7 @@ from .plan import (
     build_points,
     infer_step,
     point_steps,
-    test_steps,
+    scoring_steps,
 )
 from .report import POINT_RECORD, collect, write_finalist
 
@@ -167,7 +167,7 @@ def _check_chosen_on_validation(points: list[Point], sweep_dir: Path) -> None:
 
 def _score_on_test(point: Point, point_dir: Path, launcher: str, baseline: Path | None) -> Path:
     """Run the point's test steps unless they ran; returns its test predictions file."""
-    steps = test_steps(point, point_dir, baseline)
+    steps = scoring_steps(point, point_dir, test=True, baseline=baseline)
     predictions = Path(steps["evaluate"].settings["predictions"][0])
     if not (point_dir / TEST_METRICS).is_file():
         result = _launch(steps["infer"], launcher, point_dir / "infer_test.log")
