@@ -129,7 +129,10 @@ def train_classifier(
         callbacks,
         balanced_label_weights(train_items, labels) if training_args.class_weighted_loss else None,
         labels,
-        probe_head=training_args.head_init == "linear_probe" and checkpoint is None,  # a checkpoint holds its head
+        # A checkpoint holds its head; the probe's cross-validation keeps each source's items in one fold.
+        probe_groups=[e.get("source_id") or e["id"] for e in train_items]
+        if training_args.head_init == "linear_probe" and checkpoint is None
+        else None,
     )
     result = trainer.train(resume_from_checkpoint=checkpoint)
     metrics = {**result.metrics, "train_examples": len(train_items)}
@@ -146,14 +149,19 @@ def build_trainer(
     callbacks: list[TrainerCallback],
     weights: torch.Tensor | None,
     labels: Sequence[str] = LABELS,
-    probe_head: bool = False,
+    probe_groups: Sequence[str] | None = None,
 ) -> Trainer:
     model = load_classifier(model_args.model_name_or_path, model_args.dtype, labels)
     match_padding(model, tokenizer)
-    if probe_head:
+    if probe_groups is not None:  # the head starts as a linear probe
         model.to(training_args.device)  # the features on the training device: the Trainer would move it there anyway
         probe = fit_head_as_probe(
-            model, getattr(model, head_name(model)), train_dataset, labels, "balanced" if weights is not None else None
+            model,
+            getattr(model, head_name(model)),
+            train_dataset,
+            labels,
+            "balanced" if weights is not None else None,
+            probe_groups,
         )
         atomic_write_json(f"{training_args.output_dir}/probe_head.json", probe)
     peft_config = classifier_peft_config(

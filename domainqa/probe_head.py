@@ -4,7 +4,9 @@ fine-tuning starts from the best linear reading of the pretrained features. A ra
 arbitrary gradients into the backbone in the first steps, which on a few hundred items is most of training.
 
 The regularisation is chosen by stratified k-fold cross-validation on the training items (macro-F1), never on
-validation or test items: the 50 validation items of the paper split are too few to choose by.
+validation or test items: the 50 validation items of the paper split are too few to choose by. Items written
+from the same source (an original and its LLM rewrites and new pairs) stay in one fold: split apart, a rewrite in
+the held-out fold would be scored by a probe that saw its original, which rewards under-regularisation.
 """
 
 from __future__ import annotations
@@ -68,23 +70,41 @@ def head_inputs(model: PreTrainedModel, head: torch.nn.Module, dataset: Dataset)
     return torch.cat(captured).numpy()
 
 
-def choose_c(features: np.ndarray, targets: np.ndarray, labels: Sequence[str], class_weight: str | None) -> dict:
-    """The C of C_GRID with the best mean macro-F1 over stratified folds of the training items."""
-    from sklearn.metrics import f1_score, make_scorer
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
+def cv_folds(targets: np.ndarray, groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) index pairs of the stratified cross-validation; items of one group (one source) share
+    a fold. Without repeated groups these are plain stratified folds."""
+    from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
     folds = min(CV_FOLDS, int(np.bincount(targets).min()))
+    if groups is None or len(set(groups)) == len(groups):
+        return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=0).split(targets, targets))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)
+    return list(splitter.split(targets, targets, groups=list(groups)))
+
+
+def choose_c(
+    features: np.ndarray,
+    targets: np.ndarray,
+    labels: Sequence[str],
+    class_weight: str | None,
+    groups: Sequence[str] | None = None,
+) -> dict:
+    """The C of C_GRID with the best mean macro-F1 over stratified folds of the training items (by group)."""
+    from sklearn.metrics import f1_score, make_scorer
+    from sklearn.model_selection import cross_val_score
+    from sklearn.pipeline import make_pipeline
+
+    folds = cv_folds(targets, groups)
     scorer = make_scorer(f1_score, average="macro", labels=list(range(len(labels))), zero_division=0)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     scores = {}
     for c in C_GRID:
         fold_scores = cross_val_score(
-            make_pipeline(*_probe(c, class_weight)), features, targets, scoring=scorer, cv=splitter
+            make_pipeline(*_probe(c, class_weight)), features, targets, scoring=scorer, cv=folds
         )
         scores[c] = float(fold_scores.mean())
     best = max(scores, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
-    return {"C": best, "cv_macro_f1": scores[best], "cv_macro_f1_by_C": scores, "folds": folds}
+    sources = len(set(groups)) if groups is not None else len(targets)
+    return {"C": best, "cv_macro_f1": scores[best], "cv_macro_f1_by_C": scores, "folds": len(folds), "sources": sources}
 
 
 def _probe(c: float, class_weight: str | None, fit_intercept: bool = True) -> tuple:
@@ -99,11 +119,17 @@ def _probe(c: float, class_weight: str | None, fit_intercept: bool = True) -> tu
 
 
 def fit_probe(
-    features: np.ndarray, targets: np.ndarray, labels: Sequence[str], class_weight: str | None, with_bias: bool
+    features: np.ndarray,
+    targets: np.ndarray,
+    labels: Sequence[str],
+    class_weight: str | None,
+    with_bias: bool,
+    groups: Sequence[str] | None = None,
 ) -> tuple[dict, object, object]:
-    """The probe a head is set to: C chosen by cross-validation on these items, then the scaler and the logistic
-    regression fitted on all of them. Returns the choice, the fitted scaler and the fitted regression."""
-    choice = choose_c(features, targets, labels, class_weight)
+    """The probe a head is set to: C chosen by cross-validation on these items (grouped by source), then the
+    scaler and the logistic regression fitted on all of them. Returns the choice, the fitted scaler and the
+    fitted regression."""
+    choice = choose_c(features, targets, labels, class_weight, groups)
     scaler, probe = _probe(choice["C"], class_weight, fit_intercept=with_bias)
     probe.fit(scaler.fit_transform(features), targets)
     return choice, scaler, probe
@@ -115,16 +141,18 @@ def fit_head_as_probe(
     dataset: Dataset,
     labels: Sequence[str],
     class_weight: str | None = None,
+    groups: Sequence[str] | None = None,
 ) -> dict:
     """Set `head` (one linear layer) to a logistic regression fitted on the frozen model's features of
-    `dataset` (rows with input_ids and labels). Returns the choice and its cross-validated macro-F1."""
+    `dataset` (rows with input_ids and labels; `groups` their sources). Returns the choice and its
+    cross-validated macro-F1."""
     if not isinstance(head, torch.nn.Linear):
         raise UsageError(f"head_init linear_probe needs a head that is one linear layer, not {type(head).__name__}")
     targets = np.asarray(dataset["labels"])
     check_probe_data(targets, labels)
     features = head_inputs(model, head, dataset)
     with_bias = head.bias is not None
-    choice, scaler, probe = fit_probe(features, targets, labels, class_weight, with_bias)
+    choice, scaler, probe = fit_probe(features, targets, labels, class_weight, with_bias, groups)
     # Fold the scaling into the weights: w . (x - mean) / scale + b == (w / scale) . x + (b - w . mean / scale).
     weight = probe.coef_ / scaler.scale_
     bias = probe.intercept_ - weight @ scaler.mean_ if with_bias else None

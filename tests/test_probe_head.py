@@ -13,7 +13,7 @@ from domainqa.classifier import encode, head_name, load_classifier, match_paddin
 from domainqa.config import UsageError
 from domainqa.data import LABELS, load_task_data
 from domainqa.modeling import load_tokenizer
-from domainqa.probe_head import C_GRID, _probe, check_probe_data, fit_head_as_probe, head_inputs
+from domainqa.probe_head import C_GRID, _probe, check_probe_data, cv_folds, fit_head_as_probe, head_inputs
 from tests.test_pipeline import train_args
 
 TRAIN_ITEMS = 60  # the first 60 paper training items hold every label at least twice
@@ -56,6 +56,39 @@ def test_train_py_fits_the_probe_then_fine_tunes(tmp_path, tiny_bert, pqal_path)
     probe = json.loads((out / "probe_head.json").read_text())
     assert probe["C"] in C_GRID and set(map(float, probe["cv_macro_f1_by_C"])) == set(C_GRID)
     assert "head_init: linear_probe" in (out / "run_config.yaml").read_text()
+
+
+def test_cross_validation_keeps_each_source_in_one_fold():
+    """An original and the items written from it never sit on both sides of a fold; without repeated sources the
+    folds are the plain stratified ones (so runs on original data choose what they chose before)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.default_rng(0)
+    sources = [f"s{i}" for i in range(60)]
+    groups = sources + [s for s in sources[:40] for _ in range(2)]  # 60 originals, 80 rewrites of 40 of them
+    labels_of = {s: rng.integers(0, 3) for s in sources}
+    targets = np.array([labels_of[g] for g in groups])
+    folds = cv_folds(targets, groups)
+    assert len(folds) == 5
+    for train_part, held_out in folds:
+        assert not {groups[i] for i in train_part} & {groups[i] for i in held_out}
+    assert sorted(np.concatenate([h for _, h in folds]).tolist()) == list(range(len(groups)))
+    plain = StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(targets[:60], targets[:60])
+    for (a_train, a_held), (b_train, b_held) in zip(cv_folds(targets[:60], sources), plain, strict=True):
+        assert np.array_equal(a_train, b_train) and np.array_equal(a_held, b_held)
+
+
+def test_train_py_groups_augmented_items_by_source(tmp_path, tiny_bert, pqal_path):
+    originals = load_task_data(str(pqal_path))["train"][:TRAIN_ITEMS]
+    rewrites = [{**e, "id": f"{e['id']}-rewrite", "source_id": e["id"], "question": e["question"] + " (reworded)"}
+                for e in originals[:20]]  # fmt: skip
+    data = tmp_path / "combined.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [*originals, *rewrites]))
+    out = tmp_path / "run"
+    args = train_args(tiny_bert, out, pqal_path, "--task_type", "sequence_classification", "--head_init",
+                      "linear_probe", "--train_data", str(data), "--max_train_samples", "100")  # fmt: skip
+    assert train.main(*train.parse_args(args))["train_examples"] == TRAIN_ITEMS + 20
+    assert json.loads((out / "probe_head.json").read_text())["sources"] == TRAIN_ITEMS
 
 
 @pytest.mark.parametrize(

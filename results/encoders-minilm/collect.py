@@ -1,7 +1,7 @@
 """Collect the seeds of results/encoders-minilm into results.json and table.md: per seed the metrics of
 evaluate.py (with its bootstrap 95% intervals), the validation macro-F1 of the kept checkpoint and the wall
-times; per split and recipe variant (the folder name before -seedN) the mean and sample standard deviation
-over the seeds.
+times; per split and recipe variant (the folder name before -seedN, without a -foldK) the mean and sample
+standard deviation over the seeds, or over the official split's folds (fold 0's folder has no -fold0).
 
     python results/encoders-minilm/collect.py
 """
@@ -72,12 +72,12 @@ def one_seed(folder: Path) -> dict:
     }
 
 
-def summary(runs: list[dict]) -> dict:
+def summary(runs: list[dict], over: str) -> dict:
     def spread(key: str) -> dict:
         values = [r[key] for r in runs]
         return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else None}
 
-    return {"seeds": len(runs), "accuracy": spread("accuracy"), "macro_f1": spread("macro_f1")}
+    return {over: len(runs), "accuracy": spread("accuracy"), "macro_f1": spread("macro_f1")}
 
 
 def fmt(value: float | None) -> str:
@@ -97,7 +97,8 @@ def table(variant: str, runs: list[dict], total: dict) -> list[str]:
             f"{r['train_wall_s']:.0f} | {r['infer_wall_s']:.0f} |"
         )
     acc, f1 = total["accuracy"], total["macro_f1"]
-    lines.append(f"| **mean ± sd over {total['seeds']} seeds** | {fmt(acc['mean'])} ± {fmt(acc['sd'])} | "
+    over = "folds" if "folds" in total else "seeds"
+    lines.append(f"| **mean ± sd over {total[over]} {over}** | {fmt(acc['mean'])} ± {fmt(acc['sd'])} | "
                  f"{fmt(f1['mean'])} ± {fmt(f1['sd'])} | | | | |")  # fmt: skip
     lines += ["", "| reference on the same test items | accuracy | macro-F1 | source |", "| --- | --- | --- | --- |"]
     lines += [f"| {name} | {fmt(a)} | {fmt(f)} | {src} |" for name, a, f, src in REFERENCES[split]]
@@ -106,11 +107,18 @@ def table(variant: str, runs: list[dict], total: dict) -> list[str]:
 
 def main() -> None:
     results, lines = {}, ["# all-MiniLM-L6-v2 classifier: test results by seed", ""]
-    # One group per split and recipe variant: paper-seed1..3, paper-unweighted-seed1, official-seed1, ...
-    variants = sorted({f.name.rsplit("-seed", 1)[0] for f in HERE.glob("*-seed*") if (f / "metrics.json").is_file()})
-    for variant in variants:
-        runs = [one_seed(f) for f in sorted(HERE.glob(f"{variant}-seed*")) if (f / "metrics.json").is_file()]
-        results[variant] = {"runs": runs, "summary": summary(runs)}
+    # One group per split and recipe variant: paper-seed1..3, paper-unweighted-seed1, official-lpft-seed1 with
+    # official-lpft-fold1-seed1 .. -fold9-seed1, ...
+    groups: dict[str, list[Path]] = {}
+    for folder in sorted(
+        HERE.glob("*-seed*"), key=lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)]
+    ):
+        if (folder / "metrics.json").is_file():
+            groups.setdefault(re.sub(r"-fold\d+", "", folder.name.rsplit("-seed", 1)[0]), []).append(folder)
+    for variant in sorted(groups):
+        runs = [one_seed(f) for f in groups[variant]]
+        over = "folds" if any("-fold" in f.name for f in groups[variant]) else "seeds"
+        results[variant] = {"runs": runs, "summary": summary(runs, over)}
         lines += table(variant, runs, results[variant]["summary"])
     (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (HERE / "table.md").write_text("\n".join(lines))
