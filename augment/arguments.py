@@ -8,6 +8,8 @@ from domainqa.config import UsageError
 from domainqa.modeling import EMBEDDED_MODEL
 from domainqa.task import ALL_SPLITS, DataSpec
 
+from .prompts import PROMPT_VERSION, PROMPT_VERSIONS
+
 STRATEGIES = ("rewrite", "new", "combined")
 BACKENDS = ("openai", "transformers")
 JSON_MODES = ("auto", "on", "off")
@@ -49,6 +51,12 @@ class AugmentArguments(DataSpec):
     )
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server, e.g. http://host:8000/v1."})
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the API key."})
+    prompt_version: str = field(
+        default=PROMPT_VERSION,
+        metadata={
+            "help": f"Prompt wording, one of {', '.join(PROMPT_VERSIONS)} (augment/prompts.py says how they differ)."
+        },
+    )
     num_variants: int = field(default=1, metadata={"help": "Outputs per source item and strategy."})
     max_sources: int | None = field(default=None, metadata={"help": "Use only the first N training items."})
     max_concurrency: int = field(default=8, metadata={"help": "Requests in flight at once (openai backend)."})
@@ -104,6 +112,7 @@ class AugmentArguments(DataSpec):
             ("backend", self.backend, BACKENDS),
             ("split", self.split, ALL_SPLITS),
             ("json_mode", self.json_mode, JSON_MODES),
+            ("prompt_version", self.prompt_version, PROMPT_VERSIONS),
         ):
             if value not in choices:
                 raise AugmentError(f"{name} must be one of {', '.join(choices)}, got {value!r}")

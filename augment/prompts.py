@@ -1,8 +1,11 @@
 """Zero-shot prompts in the spirit of the paper, and robust parsing of what the LLM answers.
 
-The prompt text is versioned: change `PROMPT_VERSION` whenever a prompt changes, so outputs and cache
-entries of different prompts are never mixed up (the prompt itself is part of the cache key too). The decisions
+The prompt text is versioned: add a version whenever a prompt changes, so outputs of different prompts are never
+mixed up (the prompt itself is the cache key, so an unchanged prompt keeps its cached answers). The decisions
 asked for are the task's label set (PubMedQA's yes/no/maybe by default), in the prompts and in the schema.
+
+v1 shows every field of the source item. v2 differs only for new pairs: it hides the source question, which a
+small model otherwise repeats (SmolLM2-135M did so for 145 of 320 new pairs under v1).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 from domainqa.data import LABELS, Example
 from domainqa.prompts import either, parse_answer
 
-PROMPT_VERSION = "v1"
+PROMPT_VERSION = "v1"  # the default
+PROMPT_VERSIONS = ("v1", "v2")
 KINDS = ("rewrite", "new", "verify")
 
 SYSTEM = (
@@ -42,6 +46,17 @@ INSTRUCTIONS = {
         "value is one of {either}."
     ),
 }
+# v2: a new pair from the abstract alone, its question unseen.
+INSTRUCTIONS_V2 = {
+    **INSTRUCTIONS,
+    "new": (
+        "Write a research question that the following abstract answers. Give the part of the abstract that the "
+        "answer needs as the context (in your own words, without stating the conclusion), a long answer that "
+        "concludes from it, and the final decision."
+    ),
+}
+INSTRUCTIONS_BY_VERSION = {"v1": INSTRUCTIONS, "v2": INSTRUCTIONS_V2}
+SHOWN_FIELDS = {("v2", "new"): ("context", "long_answer")}  # the rest show every field of the source
 ALIASES = {
     "question": ("question", "new_question", "rewritten_question"),
     "context": ("context", "contexts", "abstract", "rewritten_context"),
@@ -59,10 +74,10 @@ MAX_CHARS = {"question": 300, "context": 1600, "long_answer": 700}
 MIN_CHARS = {"question": 15, "context": 100, "long_answer": 20}
 
 
-def instruction(kind: str, labels: Sequence[str] = LABELS) -> str:
-    """The instruction of `kind` for the label set `labels`."""
+def instruction(kind: str, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION) -> str:
+    """The instruction of `kind` in prompt `version` for the label set `labels`."""
     quoted = [f'"{label}"' for label in labels]
-    return INSTRUCTIONS[kind].format(labels=", ".join(quoted), either=either(quoted))
+    return INSTRUCTIONS_BY_VERSION[version][kind].format(labels=", ".join(quoted), either=either(quoted))
 
 
 def output_schema(kind: str, bounded: bool = True, labels: Sequence[str] = LABELS) -> dict[str, Any]:
@@ -107,18 +122,21 @@ def response_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": schema["title"], "strict": True, "schema": schema}}
 
 
-def build_messages(kind: str, example: Example, labels: Sequence[str] = LABELS) -> list[dict[str, str]]:
-    """Chat messages asking for one `kind` output from `example`, its decision one of `labels` (a verify
-    prompt hides the decision)."""
+def build_messages(
+    kind: str, example: Example, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION
+) -> list[dict[str, str]]:
+    """Chat messages in prompt `version` asking for one `kind` output from `example`, its decision one of
+    `labels` (a verify prompt hides the decision)."""
     if kind not in KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}")
     if kind == "verify":
         shown = {"question": example["question"], "context": example["context"]}
-        user = f"{instruction('verify', labels)}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
+        user = f"{instruction('verify', labels, version)}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
     else:
-        shown = {k: example[k] for k in OUTPUT_FIELDS}
+        shown = {k: example[k] for k in SHOWN_FIELDS.get((version, kind), OUTPUT_FIELDS)}
         output_format = OUTPUT_FORMAT.format(labels=", ".join(f'"{label}"' for label in labels))
-        user = f"{instruction(kind, labels)} {output_format}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
+        task = f"{instruction(kind, labels, version)} {output_format}"
+        user = f"{task}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
     return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
 
 

@@ -25,8 +25,7 @@ from .backends import OpenAIBackend, OpenAISettings, TransformersBackend, Transf
 from .batch import BatchSettings, run_batch
 from .cache import AnswerCache
 from .prompts import (
-    INSTRUCTIONS,
-    PROMPT_VERSION,
+    INSTRUCTIONS_BY_VERSION,
     ParseError,
     build_messages,
     output_schema,
@@ -62,7 +61,8 @@ def make_request(args: AugmentArguments, kind: str, example: Example, variant: i
     params = {"temperature": temperature, "top_p": args.top_p, "max_tokens": max_tokens, "seed": args.seed + variant}
     labels = task_labels(args)
     schema = output_schema(kind, bounded_schema(args), labels) if args.json_mode != "off" else None
-    return Request(build_messages(kind, example, labels), params, args.backend, args.model, meta, schema)
+    messages = build_messages(kind, example, labels, args.prompt_version)
+    return Request(messages, params, args.backend, args.model, meta, schema)
 
 
 def bounded_schema(args: AugmentArguments) -> bool:
@@ -200,7 +200,7 @@ def _row(args: AugmentArguments, source: Example, kind: str, variant: int, outpu
         "source_id": source["id"],
         "strategy": kind,
         "model": args.model,
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": args.prompt_version,
     }
 
 
@@ -323,7 +323,7 @@ def summarize(args, facts, sources, requests, answers, rows, rejected, run: Run,
         "strategy": args.strategy,
         "backend": args.backend + (" (batch API)" if args.use_batch_api else ""),
         "model": args.model,
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": args.prompt_version,
         **facts,
         "split": args.split,
         "sources": len(sources),
@@ -362,7 +362,10 @@ def write_outputs(args: AugmentArguments, rows: list[dict], rejected: list[dict]
     atomic_write_jsonl(out / "data.jsonl", rows)
     atomic_write_jsonl(out / "rejected.jsonl", rejected)
     atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "README.md", dataset_card(summary, rows, INSTRUCTIONS, PROMPT_VERSION))
+    atomic_write_text(
+        out / "README.md",
+        dataset_card(summary, rows, INSTRUCTIONS_BY_VERSION[args.prompt_version], args.prompt_version),
+    )
     logger.info(
         "%d accepted, %d rejected -> %s (%s)",
         len(rows),

@@ -66,6 +66,7 @@ class FakeOpenAI:
         self.paths: Counter = Counter()
         self.auth_seen: list[str] = []
         self.queries: list[str] = []  # the query string of every request
+        self.bodies: list[dict] = []  # every chat request body, in arrival order
         self.files: dict[str, bytes] = {}
         self.batches: dict[str, dict] = {}
         self.batch_creates = 0
@@ -102,28 +103,30 @@ class FakeOpenAI:
         """(action, content) for a chat request body."""
         user = body["messages"][-1]["content"]
         source = json.loads(user[user.index("Input:") + len("Input:") :])
-        question = source["question"]
-        if "final_decision" not in source:  # a verifier request
+        # A v2 new-pair prompt shows no question: the abstract's first words stand in for it.
+        question = source.get("question") or " ".join(source["context"].split()[:8])
+        if "final_decision" not in source and "question" in source:  # a verifier request
             decision = self.decisions.get(question, "maybe")
             if question in self.flipped:
                 decision = FLIP[decision]
             return "ok", json.dumps({"final_decision": decision})
         action = self._next_action(question)
-        new = user.startswith("Write a new")
-        out = {k: mangle(source[k]) for k in ("question", "context", "long_answer")}
+        new = user.startswith("Write ")
+        out = {k: mangle(source.get(k, question)) for k in ("question", "context", "long_answer")}
         if new:
             out["question"] = "Regarding this study, " + mangle(question) + " in other patients?"
         letters = "".join(c for c in str(body.get("model")) if c.isalpha())  # no figure the source lacks
         out["question"] += f" ({letters})"  # two models never write the same words
         if body.get("seed"):  # another sample: other words
             out["question"] = f"Version {body['seed']}: {out['question']}"
-        out["final_decision"] = source["final_decision"]
+        out["final_decision"] = source.get("final_decision", "yes")
         if action == "wrong_decision":
-            out["final_decision"] = FLIP[source["final_decision"]]
+            out["final_decision"] = FLIP[out["final_decision"]]
         if action == "keep_context":  # a rewrite that keeps the abstract word for word
             out["context"] = source["context"]
         if action == "copy":
-            out = {k: source[k] for k in ("question", "context", "long_answer", "final_decision")}
+            out = {k: source.get(k, question) for k in ("question", "context", "long_answer")}
+            out["final_decision"] = source.get("final_decision", "yes")
         with self.lock:
             self.decisions[out["question"]] = out["final_decision"]
             if action == "flip":
@@ -226,6 +229,7 @@ class FakeOpenAI:
 
             def _chat(self, body: dict) -> None:
                 key = request_key(body)
+                server.bodies.append(body)
                 with server.lock:
                     server.counts[key] += 1
                     server.times.append(time.monotonic())

@@ -69,6 +69,17 @@ def test_rewrite_run_then_rerun_from_cache(server, tmp_path, pqal_path):
     assert (out / "data.jsonl").read_bytes() == before
 
 
+def test_prompt_v2_writes_new_pairs_without_showing_the_source_question(server, tmp_path, pqal_path, pqal):
+    out = tmp_path / "run"
+    assert run(server, out, pqal_path, "--strategy", "new", "--prompt_version", "v2", "--max_sources", "4") == 0
+    summary, rows, _ = outputs(out)
+    assert summary["prompt_version"] == "v2" and {r["prompt_version"] for r in rows} == {"v2"} and len(rows) == 4
+    assert "prompt version `v2`" in (out / "README.md").read_text()
+    sent = " ".join(body["messages"][-1]["content"] for body in server.bodies)
+    assert len(server.bodies) == 4 and not any(source["question"] in sent for source in pqal[:4])
+    assert all(json.dumps(source["context"][:40])[1:-1] in sent for source in pqal[:4])
+
+
 def test_faults_are_retried_or_rejected_and_the_run_goes_on(server, tmp_path, pqal):
     train = pqal[:12]
     server.retry_after = "0.3"
@@ -228,6 +239,7 @@ def test_non_pqal_dataset_without_pqal_for_the_leak_check_stops(server, tmp_path
         ("missing_file", "no such file"),
         ("wrong_fields", "missing field"),
         ("strategy", "strategy must be one of"),
+        ("prompt_version", "prompt_version must be one of v1, v2, got 'v9'"),
         ("unreachable", "cannot reach"),
         ("wrong_key", "refused the API key"),
         ("no_key", "no API key"),
@@ -242,6 +254,8 @@ def test_bad_input_stops_before_any_request(server, tmp_path, pqal_path, monkeyp
         dataset.write_text(json.dumps({"id": "1", "text": "no question here", "final_decision": "yes"}) + "\n")
     if case == "strategy":
         flags += ["--strategy", "paraphrase"]
+    if case == "prompt_version":
+        flags += ["--prompt_version", "v9"]
     if case == "wrong_key":
         monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-9876543210")
     if case == "no_key":

@@ -47,6 +47,15 @@ def test_prompts_hide_the_decision_from_the_verifier():
     assert json.loads(verify.split("Input:")[1]) == {"question": SOURCE["question"], "context": SOURCE["context"]}
 
 
+def test_prompt_v2_changes_only_the_new_pair_prompt():
+    """v2 hides the source question from a new-pair prompt; the other prompts, and so their cached answers, stay."""
+    for kind in ("rewrite", "verify"):
+        assert build_messages(kind, SOURCE, version="v2") == build_messages(kind, SOURCE, version="v1")
+    v1, v2 = (build_messages("new", SOURCE, version=v)[1]["content"] for v in ("v1", "v2"))
+    assert SOURCE["question"] in v1 and SOURCE["question"] not in v2
+    assert json.loads(v2.split("Input:")[1]) == {"context": SOURCE["context"], "long_answer": SOURCE["long_answer"]}
+
+
 def test_validation_reasons():
     limits = Limits(max_question_words=20)
     good = {
