@@ -1,7 +1,8 @@
 """The data study with the selected SmolLM2 recipe (the probe head, `recipes/search/smollm2-135m-seqcls-probe.yaml`):
 the same head fitted on the original training items, on LLM-written items (rewriteQA, newQA), and on both
-(original + rewriteQA, original + newQA, combinedQA = original + rewrites + new pairs), scored on the same
-validation and test items. Does the augmented data help the model this tool makes best?
+(original + rewriteQA, original + newQA, and combinedQA: the combined output, originals then the written items,
+which drops a written item equal to another), scored on the same validation and test items. Does the augmented
+data help the model this tool makes best?
 
 The head is fitted as train.py fits it (`domainqa.probe_head.fit_probe`: C by 5-fold cross-validation on the
 training items, an original and the items written from it always in one fold; no intercept), on the features
@@ -44,7 +45,7 @@ VARIANTS = {
     "newQA": ("new",),
     "original + rewriteQA": ("original", "rewrite"),
     "original + newQA": ("original", "new"),
-    "combinedQA": ("original", "rewrite", "new"),
+    "combinedQA": ("original", "combined"),  # the combined output's own rows and order, as train.py reads it
 }
 
 
@@ -53,8 +54,9 @@ def slug(variant: str) -> str:
 
 
 def written_items(data: dict[str, str]) -> dict[str, list[dict]]:
-    """The accepted rows of each augmentation output ({kind: folder or file})."""
-    return {kind: read_examples(path) for kind, path in data.items()}
+    """The accepted LLM-written rows of each augmentation output ({kind: folder or file}); a combined output's
+    original rows are left out (each fold brings its own)."""
+    return {kind: [r for r in read_examples(path) if r.get("strategy") != "original"] for kind, path in data.items()}
 
 
 def fit_and_predict(features: dict, truth: dict, groups: list[str], with_bias: bool) -> tuple[dict, dict]:
@@ -177,18 +179,20 @@ def main() -> None:
     parser.add_argument("--split", default="paper", choices=["paper", "official"])
     parser.add_argument("--rewrite", default="outputs/augment/smollm2-local-rewriteqa", help="rewriteQA output.")
     parser.add_argument("--new", default="outputs/augment/smollm2-local-newqa", help="newQA output.")
+    parser.add_argument("--combined", default="outputs/augment/smollm2-local-combinedqa", help="combinedQA output.")
     parser.add_argument("--cache_dir", type=Path, default=Path("outputs/linear_probe_head"))
     parser.add_argument("--output_dir", default="results/data-study", help="<split>.json and <split>.md go here.")
     parser.add_argument("--predictions_dir", default="results/data-study/probe-head")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    written = written_items({"rewrite": args.rewrite, "new": args.new})  # bad data fails before the model loads
+    data = {"rewrite": args.rewrite, "new": args.new, "combined": args.combined}
+    written = written_items(data)  # bad data fails before the model loads
     compute, with_bias = head_feature_function()
     args.cache_dir.mkdir(parents=True, exist_ok=True)
     folds = list(range(NUM_OFFICIAL_FOLDS)) if args.split == "official" else [None]
     runs = [run_fold(args.split, fold, written, compute, with_bias, args) for fold in folds]
-    result = {"split": args.split, "data": {"rewrite": args.rewrite, "new": args.new}, "runs": runs}
+    result = {"split": args.split, "data": data, "runs": runs}
     if args.split == "official":
         result["test_over_folds"] = over_folds(runs)
         table = official_table(result["test_over_folds"], len(runs))
