@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,21 +105,26 @@ def head_feature_function():
     return compute, head.bias is not None
 
 
+def fit_head_probe(
+    features: np.ndarray, targets: np.ndarray, with_bias: bool, groups: list[str] | None = None
+) -> tuple[dict, Callable[[np.ndarray], list[str]]]:
+    """The probe head fitted as train.py fits it (`domainqa.probe_head.fit_probe`, unweighted); returns the choice
+    and a function from features to labels."""
+    from domainqa.probe_head import fit_probe
+
+    choice, scaler, probe = fit_probe(features, targets, LABELS, None, with_bias, groups)
+    return choice, lambda x: [LABELS[i] for i in probe.predict(scaler.transform(x))]
+
+
 def fit_as_head(features: dict, truth: dict, with_bias: bool) -> tuple[dict, list[str], list[dict]]:
     """The probe head's fit: C by cross-validation on the training items; returns the choice with the
     validation scores (reported, not used), the test predictions and the learning curve over training-set size."""
-    from domainqa.probe_head import fit_probe
-
-    def fit(n: int | None = None):  # the first n training items (None: all); returns the choice and a predictor
-        choice, scaler, probe = fit_probe(features["train"][:n], targets[:n], LABELS, None, with_bias)
-        return choice, lambda x: [LABELS[i] for i in probe.predict(scaler.transform(x))]
-
     targets = np.array([LABELS.index(label) for label in truth["train"]])
-    choice, predict = fit()
+    choice, predict = fit_head_probe(features["train"], targets, with_bias)
     validation = official_scores(truth["validation"], predict(features["validation"]))
     curve = []
     for n in (50, 100, 200, 300, 450):
-        _, predict_first_n = fit(n)
+        _, predict_first_n = fit_head_probe(features["train"][:n], targets[:n], with_bias)
         curve.append({"train_items": n, **official_scores(truth["test"], predict_first_n(features["test"]))})
     return {**choice, "validation": validation}, predict(features["test"]), curve
 

@@ -30,13 +30,13 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from linear_probe import LABELS, cached_features, head_feature_function, test_summary  # noqa: E402
+from linear_probe import LABELS, cached_features, fit_head_probe, head_feature_function, test_summary  # noqa: E402
 
 from domainqa.data import NUM_OFFICIAL_FOLDS, load_task_data, read_examples, test_leaks  # noqa: E402
 from domainqa.io import atomic_write_json, atomic_write_text  # noqa: E402
 from domainqa.metrics import format_difference, official_scores, paired_bootstrap  # noqa: E402
 from domainqa.predictions import write_predictions  # noqa: E402
-from domainqa.probe_head import fit_probe  # noqa: E402
+from domainqa.probe_head import source_groups  # noqa: E402
 
 # The training data of each variant, from the original items and the two kinds of written items.
 VARIANTS = {
@@ -59,16 +59,6 @@ def written_items(data: dict[str, str]) -> dict[str, list[dict]]:
     return {kind: [r for r in read_examples(path) if r.get("strategy") != "original"] for kind, path in data.items()}
 
 
-def fit_and_predict(features: dict, truth: dict, groups: list[str], with_bias: bool) -> tuple[dict, dict]:
-    """The probe head on these training features; returns its choice and its predictions per scored part."""
-    targets = np.array([LABELS.index(label) for label in truth["train"]])
-    choice, scaler, probe = fit_probe(features["train"], targets, LABELS, None, with_bias, groups)
-    predicted = {
-        part: [LABELS[i] for i in probe.predict(scaler.transform(features[part]))] for part in ("validation", "test")
-    }
-    return choice, predicted
-
-
 def run_fold(split: str, fold: int | None, written: dict, compute, with_bias: bool, args) -> dict:
     parts = load_task_data(None, split, fold or 0)
     name = split if fold is None else f"{split}_fold{fold}"
@@ -87,13 +77,10 @@ def run_fold(split: str, fold: int | None, written: dict, compute, with_bias: bo
     results, baseline = {}, None
     for variant, kinds in VARIANTS.items():
         items = [e for kind in kinds for e in available[kind]]
+        targets = np.array([LABELS.index(e["final_decision"]) for e in items])
         train_features = np.concatenate([features[kind] for kind in kinds])
-        choice, predicted = fit_and_predict(
-            {"train": train_features, "validation": features["validation"], "test": features["test"]},
-            {**truth, "train": [e["final_decision"] for e in items]},
-            [e.get("source_id") or e["id"] for e in items],
-            with_bias,
-        )
+        choice, predict = fit_head_probe(train_features, targets, with_bias, source_groups(items))
+        predicted = {part: predict(features[part]) for part in ("validation", "test")}
         rows = [{"id": e["id"], "prediction": p} for e, p in zip(parts["test"], predicted["test"], strict=True)]
         write_predictions(Path(args.predictions_dir) / f"predictions_{slug(variant)}_{name}_test", rows, "yes")
         baseline = baseline or predicted["test"]

@@ -30,7 +30,7 @@ from .data import LABELS, Example
 from .io import atomic_write_json
 from .metrics import official_scores
 from .modeling import load_tokenizer, resolve_model_path
-from .probe_head import check_probe_data, fit_head_as_probe
+from .probe_head import check_probe_data, fit_head_as_probe, source_groups
 from .run_folder import resume_point
 from .runs import finish_training
 from .task import load_task, record_split
@@ -130,7 +130,7 @@ def train_classifier(
         balanced_label_weights(train_items, labels) if training_args.class_weighted_loss else None,
         labels,
         # A checkpoint holds its head; the probe's cross-validation keeps each source's items in one fold.
-        probe_groups=[e.get("source_id") or e["id"] for e in train_items]
+        probe_groups=source_groups(train_items)
         if training_args.head_init == "linear_probe" and checkpoint is None
         else None,
     )

@@ -70,6 +70,12 @@ def head_inputs(model: PreTrainedModel, head: torch.nn.Module, dataset: Dataset)
     return torch.cat(captured).numpy()
 
 
+def source_groups(items: Sequence[dict]) -> list[str]:
+    """The cross-validation group of each training item: the item it was written from (`source_id`, on every row
+    of an `augment/` output), else the item itself."""
+    return [item.get("source_id") or item["id"] for item in items]
+
+
 def cv_folds(targets: np.ndarray, groups: Sequence[str] | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, held-out) index pairs of the stratified cross-validation; items of one group (one source) share
     a fold. Without repeated groups these are plain stratified folds."""
