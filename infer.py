@@ -36,7 +36,7 @@ from domainqa.classifier import (
 from domainqa.config import UsageError, run_cli
 from domainqa.data import FIELDS
 from domainqa.hub_access import ModelSource, model_folder
-from domainqa.inference import generate_answers, score_labels
+from domainqa.inference import generate_answers, longest_first, score_labels
 from domainqa.io import atomic_write_json
 from domainqa.modeling import load_for_inference
 from domainqa.predictions import cut_to_complete_rows, read_complete_rows, write_predictions
@@ -262,7 +262,8 @@ def predict_resumable(model, tokenizer, prompt_format, items, args, partial: Pat
     todo = [e for e in items if e["id"] not in done]
     if args.mode == "score":
         score = classify if is_classifier_model(model) else score_labels
-        rows = score(model, tokenizer, prompt_format, todo, args.batch_size)
+        # Rows are keyed by id, so the prediction files keep the items' order whatever order they are scored in.
+        rows = score(model, tokenizer, prompt_format, longest_first(todo), args.batch_size)
     else:
         rows = generate_answers(
             model,

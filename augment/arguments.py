@@ -86,6 +86,13 @@ class AugmentArguments(DataSpec):
     check_numbers: bool = field(
         default=True, metadata={"help": "Reject outputs stating numbers (above 10) that their source item does not."}
     )
+    max_repeat_share: float = field(
+        default=0.25,
+        metadata={
+            "help": "Reject outputs where more than this share of the word 4-grams (question, context and long "
+            "answer together) repeat an earlier one; no PubMedQA labelled item exceeds 0.19. 1 turns it off."
+        },
+    )
     min_words: int = field(default=3, metadata={"help": "Fewest words in a question, context or long answer."})
     max_question_words: int = field(default=80, metadata={"help": "Longest question in words."})
     max_context_words: int = field(default=800, metadata={"help": "Longest context in words."})
@@ -123,6 +130,9 @@ class AugmentArguments(DataSpec):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise AugmentError(f"{name} must be positive, got {value}")
+        for name in ("overlap_threshold", "copy_threshold", "max_repeat_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise AugmentError(f"{name} is a share: it must be between 0 and 1, got {getattr(self, name)}")
         if self.max_retries < 0:
             raise AugmentError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.use_batch_api and self.backend != "openai":

@@ -251,6 +251,7 @@ async def assemble(
         args.max_answer_words,
         args.copy_threshold,
         args.check_numbers,
+        args.max_repeat_share,
     )
     rows: list[dict] = [_original(s) for s in sources] if args.strategy == "combined" else []
     seen = {fingerprint(s) for s in sources}  # an output equal to any source item is no new example
@@ -353,6 +354,7 @@ def summarize(args, facts, sources, requests, answers, rows, rejected, run: Run,
         "verify": args.verify,
         "json_mode": args.json_mode,
         "check_numbers": args.check_numbers,
+        "max_repeat_share": args.max_repeat_share,
     }
 
 

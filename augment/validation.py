@@ -1,4 +1,5 @@
-"""Checks on every generated example: fields, decision, lengths, copies, duplicates, test leaks."""
+"""Checks on every generated example: fields, decision, lengths, copies, invented numbers, repetition,
+duplicates, test leaks."""
 
 from __future__ import annotations
 
@@ -75,6 +76,7 @@ class Limits:
     max_answer_words: int = 300
     copy_threshold: float = 0.9
     check_numbers: bool = True
+    max_repeat_share: float = 0.25
 
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -120,7 +122,20 @@ def check_fields(
     invented = invented_numbers(output, source) if limits.check_numbers else set()
     if invented:
         return "invented_number", "not in the source: " + ", ".join(sorted(invented)[:5])
+    share = repeat_share(" ".join(output[f] for f in ("question", "context", "long_answer")))
+    if share > limits.max_repeat_share:
+        return "repetitive", f"{share:.0%} of its word 4-grams repeat (allowed {limits.max_repeat_share:.0%})"
     return None
+
+
+def repeat_share(text: str, n: int = 4) -> float:
+    """The share of the word n-grams of `text` that repeat an earlier one: a small model at temperature 0.7
+    falls into loops ("This is the solution to the problem. This is the solution to ..."), which every other
+    check lets through. Of the 950 labelled PubMedQA items none exceeds 0.19 (question, context and long
+    answer together)."""
+    tokens = words(text)
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
 def is_copy(output: dict, kind: str, source: Example, threshold: float) -> bool:

@@ -1,6 +1,7 @@
 """Inference speed and accuracy: `score` mode (label likelihoods, shared context cache) against the
-paper's `generate` decoding (beam search 5, repetition penalty 2.0), and against scoring each
-context+answer in full, on the same test items with the same model.
+paper's `generate` decoding (beam search 5, repetition penalty 2.0), against scoring each
+context+answer in full, and score mode's batching (file order, longest first, one item at a time), on the
+same test items with the same model.
 
     python benchmarks/bench_infer.py [--items 50] [--adapter_path RUN]   # RUN: a causal-LM LoRA run folder
 """
@@ -73,6 +74,12 @@ def main() -> None:
         "score, shared context cache (default)": lambda: inference.score_labels(
             model, tokenizer, fmt, items, args.batch_size
         ),
+        "score, longest first (infer.py's order)": lambda: inference.score_labels(
+            model, tokenizer, fmt, inference.longest_first(items), args.batch_size
+        ),
+        "score, one item per forward pass (no padding)": lambda: inference.score_labels(
+            model, tokenizer, fmt, items, 1
+        ),
         "one forward per prompt, last logits only (score mode's floor; no prediction)": lambda: single_forward(
             model, tokenizer, fmt, items, args.batch_size
         ),
@@ -82,7 +89,8 @@ def main() -> None:
     runs = {name: run for name, run in runs.items() if not any(name.startswith(skip) for skip in args.skip)}
     for name, run in runs.items():
         start, start_cpu = time.perf_counter(), time.process_time()
-        rows = list(run())
+        by_id = {row["id"]: row for row in run()}
+        rows = [by_id[e["id"]] for e in items]  # in the items' order, whatever order they were scored in
         seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
         timing_only = any(r.get("timing_only") for r in rows)
         unparsed = None if timing_only else sum(r["prediction"] is None for r in rows)

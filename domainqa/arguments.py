@@ -114,7 +114,9 @@ class InferenceArguments:
     eval_split: Literal["test", "validation", "train"] = field(
         default="test", metadata={"help": "test, validation, or train (label scores to fit a calibration on)."}
     )
-    batch_size: int = field(default=8, metadata={"help": "Examples per forward pass."})
+    batch_size: int = field(
+        default=8, metadata={"help": "Examples per forward pass (on a CPU, 1 is fastest: no padding at all)."}
+    )
     num_beams: int = field(default=5, metadata={"help": "Generate mode: beams (paper: 5)."})
     repetition_penalty: float = field(default=2.0, metadata={"help": "Generate mode: repetition penalty (paper: 2.0)."})
     max_new_tokens: int = field(default=32, metadata={"help": "Generate mode: new tokens (raise for reasoning)."})

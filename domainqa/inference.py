@@ -17,6 +17,12 @@ def batches(items: list, size: int) -> Iterator[list]:
         yield items[start : start + size]
 
 
+def longest_first(examples: list[Example]) -> list[Example]:
+    """The examples by input length, longest first: consecutive batches then hold items of similar length, so
+    little of each is padding, and a batch too large for the device fails at the start rather than the end."""
+    return sorted(examples, key=lambda e: len(e["question"]) + len(e["context"]), reverse=True)
+
+
 def _common_prefix_length(sequences: list[list[int]]) -> int:
     length = 0
     for column in zip(*sequences, strict=False):

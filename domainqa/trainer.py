@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from trl import SFTTrainer
 
 from .data import LABELS, Example
-from .inference import accepts_logits_to_keep, label_token_ids, score_labels
+from .inference import accepts_logits_to_keep, label_token_ids, longest_first, score_labels
 from .metrics import official_scores
 from .prompts import PromptFormat
 
@@ -49,7 +49,7 @@ class AnswerLossSFTTrainer(SFTTrainer):
     ):
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
-        self.scoring_examples = scoring_examples or []
+        self.scoring_examples = longest_first(scoring_examples or [])  # the metrics do not depend on order
         self.prompt_format = prompt_format
         self.scoring_batch_size = scoring_batch_size
 

@@ -15,15 +15,18 @@ TRAIN_ITEMS=${TRAIN_ITEMS:-450}
 TEST_ITEMS=${TEST_ITEMS:-500}
 CORES=$(nproc)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( CORES > 1 ? CORES / 2 : 1 ))}
+# One item per forward pass is fastest on a CPU (no padding: benchmarks/bench_infer.py); batches on a GPU.
+BATCH_SIZE=${BATCH_SIZE:-$(.venv/bin/python -c "import torch; print(8 if torch.cuda.is_available() else 1)")}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 echo "Untouched model: predicting $TEST_ITEMS test items in the background (log: $OUT/untouched.log)"
 .venv/bin/python infer.py "$UNTOUCHED" --output_dir "$OUT/untouched" --eval_split test \
-    --max_eval_samples "$TEST_ITEMS" > "$OUT/untouched.log" 2>&1 &
+    --max_eval_samples "$TEST_ITEMS" --batch_size "$BATCH_SIZE" > "$OUT/untouched.log" 2>&1 &
 untouched=$!
 trap 'kill $untouched 2>/dev/null || true' EXIT
 .venv/bin/python train.py "$RECIPE" --output_dir "$OUT/trained" --max_train_samples "$TRAIN_ITEMS" --report_to none "$@"
-.venv/bin/python infer.py "$RECIPE" --output_dir "$OUT/trained" --eval_split test --max_eval_samples "$TEST_ITEMS"
+.venv/bin/python infer.py "$RECIPE" --output_dir "$OUT/trained" --eval_split test --max_eval_samples "$TEST_ITEMS" \
+    --batch_size "$BATCH_SIZE"
 wait "$untouched" || { tail -n 20 "$OUT/untouched.log"; exit 1; }
 trap - EXIT
 .venv/bin/python evaluate.py --allow_partial \

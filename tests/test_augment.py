@@ -240,6 +240,7 @@ def test_non_pqal_dataset_without_pqal_for_the_leak_check_stops(server, tmp_path
         ("wrong_fields", "missing field"),
         ("strategy", "strategy must be one of"),
         ("prompt_version", "prompt_version must be one of v1, v2, got 'v9'"),
+        ("share", "max_repeat_share is a share: it must be between 0 and 1, got 25.0"),
         ("unreachable", "cannot reach"),
         ("wrong_key", "refused the API key"),
         ("no_key", "no API key"),
@@ -256,6 +257,8 @@ def test_bad_input_stops_before_any_request(server, tmp_path, pqal_path, monkeyp
         flags += ["--strategy", "paraphrase"]
     if case == "prompt_version":
         flags += ["--prompt_version", "v9"]
+    if case == "share":
+        flags += ["--max_repeat_share", "25"]
     if case == "wrong_key":
         monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-9876543210")
     if case == "no_key":

@@ -16,7 +16,7 @@ from augment.batch import BatchSettings
 from augment.prompts import ParseError, build_messages, output_schema, parse_output, parse_verdict
 from augment.requests import Request
 from augment.retry import RateLimiter, RetryPolicy, parse_retry_after
-from augment.validation import Limits, check_fields, jaccard
+from augment.validation import Limits, check_fields, jaccard, repeat_share
 from domainqa.config import parse_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +77,23 @@ def test_validation_reasons():
     assert check_fields(made_up, "rewrite", SOURCE, limits) == ("invented_number", "not in the source: 12.5, 1204")
     assert check_fields({**good, "context": "All 2000 adults, followed for 5 years."}, "new", SOURCE, limits) is None
     assert check_fields(made_up, "rewrite", SOURCE, Limits(max_question_words=20, check_numbers=False)) is None
+
+
+def test_a_looping_output_is_rejected_and_no_labelled_item_would_be(pqal_path):
+    good = {
+        "question": "Is stroke less frequent in elderly people taking aspirin?",
+        "context": "Over five years, fewer strokes happened in the aspirin arm than in the placebo arm of the trial.",
+        "long_answer": "Taking aspirin reduced strokes among the elderly.",
+        "final_decision": "yes",
+    }
+    looping = {**good, "long_answer": "Aspirin helps. " + "This is the solution to the problem. " * 6}
+    reason, detail = check_fields(looping, "new", SOURCE, Limits())
+    assert reason == "repetitive" and "allowed 25%" in detail
+    assert check_fields(looping, "new", SOURCE, Limits(max_repeat_share=1.0)) is None
+    assert check_fields(good, "new", SOURCE, Limits()) is None
+    labelled = json.loads(pqal_path.read_text()).values()
+    shares = [repeat_share(" ".join([i["QUESTION"], *i["CONTEXTS"], i["LONG_ANSWER"]])) for i in labelled]
+    assert len(shares) == 1000 and max(shares) < Limits().max_repeat_share
 
 
 def test_rate_limiter_paces_requests_to_the_rpm_limit():

@@ -3,7 +3,7 @@ import torch
 from peft import get_peft_model
 
 from domainqa.data import load_pubmedqa, paper_split
-from domainqa.inference import _label_token_ids, _score_batch_full, generate_answers, score_labels
+from domainqa.inference import _label_token_ids, _score_batch_full, generate_answers, longest_first, score_labels
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
 
@@ -30,6 +30,20 @@ def test_cached_scoring_equals_scoring_each_full_sequence(request, items, model_
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
         assert [r["prediction"] for r in rows] == [("yes", "no", "maybe")[i] for i in expected.argmax(-1).tolist()]
         assert [r["id"] for r in rows] == [e["id"] for e in items]
+
+
+def test_scoring_longest_first_in_batches_gives_each_item_its_own_scores(tiny_llama, items):
+    path = str(tiny_llama)
+    model, tokenizer = load_model(path).eval(), load_tokenizer(path)
+    fmt = PromptFormat("chat", tokenizer)
+    ordered = longest_first(items)
+    lengths = [len(e["question"]) + len(e["context"]) for e in ordered]
+    assert lengths == sorted(lengths, reverse=True) and ordered != items  # the order differs from the file's
+    alone = {r["id"]: r["label_logprobs"] for r in score_labels(model, tokenizer, fmt, items, batch_size=1)}
+    batched = {r["id"]: r["label_logprobs"] for r in score_labels(model, tokenizer, fmt, ordered, batch_size=2)}
+    assert batched.keys() == alone.keys()
+    for item_id, scores in alone.items():
+        torch.testing.assert_close(batched[item_id], scores, atol=1e-4, rtol=1e-4)
 
 
 def test_prefix_tuned_model_scores_through_the_full_path(tiny_llama, items):

@@ -16,7 +16,7 @@ import evaluate
 import infer
 import train
 from domainqa.config import RecipeError
-from domainqa.data import DataError
+from domainqa.data import DataError, load_pubmedqa, paper_split
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +53,8 @@ def test_lora_chat_end_to_end(tmp_path, tiny_llama, pqal_path):
     rows = [json.loads(line) for line in (out / "predictions_paper_test_score.jsonl").read_text().splitlines()]
     assert len(official) == 6 and set(official.values()) <= {"yes", "no", "maybe"}
     assert all(set(r["label_logprobs"]) == {"yes", "no", "maybe"} and r["label"] for r in rows)
+    test_ids = [e["id"] for e in paper_split(load_pubmedqa(str(pqal_path)))["test"][:6]]
+    assert [r["id"] for r in rows] == list(official) == test_ids  # scored longest first, written in file order
 
     infer.main(
         *infer.parse_args(infer_args(out, pqal_path, "--mode", "generate", "--max_new_tokens", "4", "--num_beams", "2"))
