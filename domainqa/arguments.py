@@ -166,13 +166,13 @@ class EvaluationArguments:
         default=False,
         metadata={"help": "Score only the test PMIDs that were predicted (quick runs on a slice); not comparable."},
     )
-    bootstrap_samples: int = field(default=1000, metadata={"help": "Resamples for the 95% intervals (0: none)."})
+    bootstrap_samples: int = field(default=1000, metadata={"help": "Resamples for the 95%% intervals (0: none)."})
     bootstrap_seed: int = field(default=0, metadata={"help": "Seed of the bootstrap."})
     baseline: str | None = field(
         default=None,
         metadata={
             "help": "A predictions file to compare every --predictions file with on the same items: the differences"
-            " in accuracy and macro-F1 with paired bootstrap 95% intervals (the same resampled items for both)."
+            " in accuracy and macro-F1 with paired bootstrap 95%% intervals (the same resampled items for both)."
         },
     )
 

@@ -196,3 +196,11 @@ def test_scripts_report_bad_input_in_one_line(script, args, message):
     assert done.returncode == 2
     assert f"{script}: error: " in done.stderr and message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("script", ["train.py", "infer.py", "evaluate.py", "calibrate.py", "sweep.py"])
+def test_scripts_print_their_help(script):
+    """argparse %-formats every help text: a bare "95%" in one used to crash -h with a traceback."""
+    done = subprocess.run([sys.executable, script, "-h"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    assert done.stdout.startswith(f"usage: {script}") and "--help" in done.stdout
