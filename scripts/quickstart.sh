@@ -25,7 +25,13 @@ echo "Untouched model: predicting $TEST_ITEMS test items in the background (log:
 untouched=$!
 trap 'kill $untouched 2>/dev/null || true' EXIT
 .venv/bin/python train.py "$RECIPE" --output_dir "$OUT/trained" --max_train_samples "$TRAIN_ITEMS" --report_to none "$@"
-.venv/bin/python infer.py "$RECIPE" --output_dir "$OUT/trained" --eval_split test --max_eval_samples "$TEST_ITEMS" \
+# On a CPU the untouched model finishes soon after training: the trained model's predictions then run as two
+# processes (accelerate_configs/cpu_2proc.yaml), so that no core waits. Each item is scored alone either way.
+PREDICT=(.venv/bin/python)
+if [ "$BATCH_SIZE" = 1 ] && [ "$CORES" -gt 1 ]; then
+    PREDICT=(.venv/bin/accelerate launch --config_file accelerate_configs/cpu_2proc.yaml)
+fi
+"${PREDICT[@]}" infer.py "$RECIPE" --output_dir "$OUT/trained" --eval_split test --max_eval_samples "$TEST_ITEMS" \
     --batch_size "$BATCH_SIZE"
 wait "$untouched" || { tail -n 20 "$OUT/untouched.log"; exit 1; }
 trap - EXIT
