@@ -81,7 +81,10 @@ def cv_folds(targets: np.ndarray, groups: Sequence[str] | None = None) -> list[t
     a fold. Without repeated groups these are plain stratified folds."""
     from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-    folds = min(CV_FOLDS, int(np.bincount(targets).min()))
+    counts = np.bincount(targets)
+    # As many folds as the rarest label allows, and at least 2: a label with a single item (a small written data
+    # set) then sits in one fold only, which scikit-learn allows with a warning.
+    folds = max(2, min(CV_FOLDS, int(counts[counts > 0].min())))
     if groups is None or len(set(groups)) == len(groups):
         return list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=0).split(targets, targets))
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=0)

@@ -78,6 +78,15 @@ def test_cross_validation_keeps_each_source_in_one_fold():
         assert np.array_equal(a_train, b_train) and np.array_equal(a_held, b_held)
 
 
+def test_cross_validation_runs_when_a_label_has_one_item_or_none():
+    """A small written data set can hold one "maybe" or none (the data study fits each fold's written items
+    alone): two folds, every item held out once, instead of a crash on n_splits=1."""
+    with pytest.warns(UserWarning, match="least populated class"):
+        folds = cv_folds(np.array([0] * 10 + [1] * 6 + [2]))
+    assert len(folds) == 2 and sorted(np.concatenate([h for _, h in folds]).tolist()) == list(range(17))
+    assert len(cv_folds(np.array([0] * 10 + [2] * 3))) == 3  # a label with no item is not the rarest
+
+
 def test_train_py_groups_augmented_items_by_source(tmp_path, tiny_bert, pqal_path):
     originals = load_task_data(str(pqal_path))["train"][:TRAIN_ITEMS]
     rewrites = [{**e, "id": f"{e['id']}-rewrite", "source_id": e["id"], "question": e["question"] + " (reworded)"}
