@@ -2,9 +2,9 @@
 # The main job on the embedded default: train SmolLM2-135M-Instruct's yes/no/maybe head on the PubMedQA paper
 # split's training items with the recipe the CPU search selected on validation data (a linear probe fitted on
 # the frozen model's features, recipes/search/smollm2-135m-seqcls-probe.yaml), predict the test items with it
-# and with the untouched model (label scoring), and print both side by side. The two predictions run side by
-# side, one thread each (two one-thread jobs use a small CPU better than one two-thread job). Extra arguments
-# go to train.py. A rerun starts afresh in outputs/quickstart.
+# and with the untouched model (label scoring), and print both side by side. The untouched model's predictions
+# run beside training, one thread each (two one-thread jobs use a small CPU better than one two-thread job).
+# Extra arguments go to train.py. A rerun starts afresh in outputs/quickstart.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
