@@ -126,7 +126,10 @@ def test_search_recipes_select_by_validation(path):
     if training_args.num_train_epochs == 0:  # a probe head and no step after it: no checkpoints to choose from
         assert training_args.head_init == "linear_probe"
     else:
-        assert training_args.metric_for_best_model == "macro_f1" and training_args.load_best_model_at_end
+        # A reasoning answer cannot be scored by label during training: its checkpoints are chosen by loss.
+        best = ("eval_loss", False) if data_args.answer_style == "reasoning" else ("macro_f1", True)
+        assert (training_args.metric_for_best_model, training_args.greater_is_better) == best
+        assert training_args.load_best_model_at_end
         assert training_args.save_strategy == training_args.eval_strategy in ("steps", "epoch")
         if training_args.eval_strategy == "steps":
             assert training_args.save_steps == training_args.eval_steps  # every checkpoint has its score
