@@ -71,7 +71,7 @@ def main() -> None:
         "score, each context+answer in full": lambda: score_each_full_sequence(
             model, tokenizer, fmt, items, args.batch_size
         ),
-        "score, shared context cache (default)": lambda: inference.score_labels(
+        "score, shared context cache, file order": lambda: inference.score_labels(
             model, tokenizer, fmt, items, args.batch_size
         ),
         "score, longest first (infer.py's order)": lambda: inference.score_labels(

@@ -15,8 +15,9 @@ TRAIN_ITEMS=${TRAIN_ITEMS:-450}
 TEST_ITEMS=${TEST_ITEMS:-500}
 CORES=$(nproc)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( CORES > 1 ? CORES / 2 : 1 ))}
+ON_GPU=$(.venv/bin/python -c "import torch; print(int(torch.cuda.is_available()))")
 # One item per forward pass is fastest on a CPU (no padding: benchmarks/bench_infer.py); batches on a GPU.
-BATCH_SIZE=${BATCH_SIZE:-$(.venv/bin/python -c "import torch; print(8 if torch.cuda.is_available() else 1)")}
+BATCH_SIZE=${BATCH_SIZE:-$([ "$ON_GPU" = 1 ] && echo 8 || echo 1)}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 echo "Untouched model: predicting $TEST_ITEMS test items in the background (log: $OUT/untouched.log)"
@@ -26,9 +27,9 @@ untouched=$!
 trap 'kill $untouched 2>/dev/null || true' EXIT
 .venv/bin/python train.py "$RECIPE" --output_dir "$OUT/trained" --max_train_samples "$TRAIN_ITEMS" --report_to none "$@"
 # On a CPU the untouched model finishes soon after training: the trained model's predictions then run as two
-# processes (accelerate_configs/cpu_2proc.yaml), so that no core waits. Each item is scored alone either way.
+# processes (accelerate_configs/cpu_2proc.yaml), so that no core waits. Each item is scored the same either way.
 PREDICT=(.venv/bin/python)
-if [ "$BATCH_SIZE" = 1 ] && [ "$CORES" -gt 1 ]; then
+if [ "$ON_GPU" = 0 ] && [ "$CORES" -gt 1 ]; then
     PREDICT=(.venv/bin/accelerate launch --config_file accelerate_configs/cpu_2proc.yaml)
 fi
 "${PREDICT[@]}" infer.py "$RECIPE" --output_dir "$OUT/trained" --eval_split test --max_eval_samples "$TEST_ITEMS" \
