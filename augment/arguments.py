@@ -70,6 +70,14 @@ class AugmentArguments(DataSpec):
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
     max_tokens: int = field(default=1024, metadata={"help": "Longest answer in tokens."})
     seed: int = field(default=0, metadata={"help": "Sampling seed; variant i uses seed + i."})
+    repetition_penalty: float = field(
+        default=1.0,
+        metadata={
+            "help": "transformers backend: divide the scores of tokens the answer already holds by this (the "
+            "prompt is not counted, so quoting the source is not penalised); 1.0 is off, about 1.2 curbs the "
+            "loops small models write."
+        },
+    )
     json_mode: str = field(
         default="auto",
         metadata={"help": "Ask for structured JSON output: auto (on, off if the server refuses it), on or off."},
@@ -133,6 +141,12 @@ class AugmentArguments(DataSpec):
         for name in ("overlap_threshold", "copy_threshold", "max_repeat_share"):
             if not 0 <= getattr(self, name) <= 1:
                 raise AugmentError(f"{name} is a share: it must be between 0 and 1, got {getattr(self, name)}")
+        if self.repetition_penalty <= 0:
+            raise AugmentError(f"repetition_penalty must be positive (1.0 is off), got {self.repetition_penalty}")
+        if self.repetition_penalty != 1.0 and self.backend != "transformers":
+            raise AugmentError(
+                "repetition_penalty applies to the transformers backend; set a server's own penalty on the server"
+            )
         if self.max_retries < 0:
             raise AugmentError(f"max_retries must be >= 0, got {self.max_retries}")
         if self.use_batch_api and self.backend != "openai":

@@ -321,7 +321,7 @@ class TransformersBackend:
                 top_p=params["top_p"] if sample else None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
-                logits_processor=self.grammars.processors(batch),
+                logits_processor=self.grammars.processors(batch) + repetition_processors(params, inputs),
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         answers = []
@@ -349,6 +349,17 @@ class TransformersBackend:
 
     async def close(self) -> None:
         pass
+
+
+def repetition_processors(params: dict, inputs) -> list:
+    """transformers' repetition penalty on the answer's own tokens: prompts are left-padded to one length, so
+    ignoring that many leading tokens leaves the source text free to quote."""
+    penalty = params.get("repetition_penalty", 1.0)
+    if penalty == 1.0:
+        return []
+    from transformers import RepetitionPenaltyLogitsProcessor
+
+    return [RepetitionPenaltyLogitsProcessor(float(penalty), prompt_ignore_length=inputs["input_ids"].shape[1])]
 
 
 def batches(requests: Sequence[Request], size: int) -> list[list[Request]]:
@@ -398,10 +409,10 @@ class GrammarCache:
             self.compiled[key] = self.compiler.compile_json_schema(key, any_whitespace=False)
         return self.compiled[key]
 
-    def processors(self, batch: Sequence[Request]) -> list | None:
-        """A fresh logits processor for one generate call (xgrammar's keeps per-call state), or None."""
+    def processors(self, batch: Sequence[Request]) -> list:
+        """A fresh logits processor for one generate call (xgrammar's keeps per-call state), or none."""
         if self.compiler is None or batch[0].schema is None:
-            return None
+            return []
         from xgrammar.contrib.hf import LogitsProcessor
 
         return [LogitsProcessor([self.grammar(r.schema) for r in batch])]

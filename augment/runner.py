@@ -59,6 +59,8 @@ def make_request(args: AugmentArguments, kind: str, example: Example, variant: i
     if kind == "verify":  # the verifier should answer, not be creative
         temperature, max_tokens = 0.0, VERIFY_MAX_TOKENS
     params = {"temperature": temperature, "top_p": args.top_p, "max_tokens": max_tokens, "seed": args.seed + variant}
+    if args.repetition_penalty != 1.0 and kind != "verify":  # only when set: earlier cache keys stay valid
+        params["repetition_penalty"] = args.repetition_penalty
     labels = task_labels(args)
     schema = output_schema(kind, bounded_schema(args), labels) if args.json_mode != "off" else None
     messages = build_messages(kind, example, labels, args.prompt_version)
@@ -349,6 +351,7 @@ def summarize(args, facts, sources, requests, answers, rows, rejected, run: Run,
             "top_p": args.top_p,
             "max_tokens": args.max_tokens,
             "seed": args.seed,
+            "repetition_penalty": args.repetition_penalty,
         },
         "num_variants": args.num_variants,
         "verify": args.verify,

@@ -241,6 +241,7 @@ def test_non_pqal_dataset_without_pqal_for_the_leak_check_stops(server, tmp_path
         ("strategy", "strategy must be one of"),
         ("prompt_version", "prompt_version must be one of v1, v2, got 'v9'"),
         ("share", "max_repeat_share is a share: it must be between 0 and 1, got 25.0"),
+        ("penalty", "repetition_penalty applies to the transformers backend"),
         ("unreachable", "cannot reach"),
         ("wrong_key", "refused the API key"),
         ("no_key", "no API key"),
@@ -259,6 +260,8 @@ def test_bad_input_stops_before_any_request(server, tmp_path, pqal_path, monkeyp
         flags += ["--prompt_version", "v9"]
     if case == "share":
         flags += ["--max_repeat_share", "25"]
+    if case == "penalty":
+        flags += ["--repetition_penalty", "1.2"]
     if case == "wrong_key":
         monkeypatch.setenv("OPENAI_API_KEY", "sk-wrong-key-9876543210")
     if case == "no_key":

@@ -57,3 +57,26 @@ def test_json_mode_off_generates_free_text_under_another_cache_key(tmp_path, pqa
     assert main(flags) == 0
     (answer,) = cached_answers(out)
     assert answer["schema"] is None and answer["tokens_out"] <= 24
+
+
+def test_a_repetition_penalty_changes_the_answer_and_its_cache_key_but_not_the_verdicts(
+    tmp_path, pqal_path, smollm2_path
+):
+    """Greedy answers of the same source with and without the penalty: different texts under different
+    keys; the verifier's requests carry no penalty (a one-word verdict has nothing to repeat)."""
+    flags = ["--backend", "transformers", "--dataset_path", str(pqal_path), "--max_sources", "1"]
+    flags += ["--temperature", "0", "--max_tokens", "160", "--verify"]
+    plain, penalised = tmp_path / "plain", tmp_path / "penalised"
+    assert main([*flags, "--output_dir", str(plain)]) == 0
+    assert main([*flags, "--output_dir", str(penalised), "--repetition_penalty", "1.5"]) == 0
+
+    def by_title(out):
+        return {a["schema"]["title"]: a for a in cached_answers(out)}
+
+    before, after = by_title(plain), by_title(penalised)
+    assert "repetition_penalty" not in before["pubmedqa_item"]["params"]
+    assert after["pubmedqa_item"]["params"]["repetition_penalty"] == 1.5
+    assert after["pubmedqa_item"]["text"] != before["pubmedqa_item"]["text"]
+    assert all("repetition_penalty" not in a["params"] for t, a in after.items() if t == "pubmedqa_verdict")
+    summary = json.loads((penalised / "summary.json").read_text())
+    assert summary["sampling"]["repetition_penalty"] == 1.5

@@ -11,7 +11,7 @@ import pytest
 
 from augment.__main__ import main
 from augment.arguments import AugmentArguments
-from augment.backends import OpenAISettings, TransformersSettings, batches
+from augment.backends import OpenAISettings, TransformersSettings, batches, repetition_processors
 from augment.batch import BatchSettings
 from augment.prompts import ParseError, build_messages, output_schema, parse_output, parse_verdict
 from augment.requests import Request
@@ -192,3 +192,17 @@ def test_local_batches_share_one_schema_and_one_set_of_parameters():
     assert all(len({(str(r.schema), r.params["seed"]) for r in b}) == 1 for b in batches(mixed, 2))
     assert output_schema("rewrite", bounded=False)["properties"]["context"] == {"type": "string"}
     assert output_schema("verify")["required"] == ["final_decision"]
+
+
+def test_the_repetition_penalty_lowers_only_tokens_the_answer_already_holds():
+    """Prompts are left-padded to one length; the penalty skips that many tokens, so a word of the source
+    can be quoted freely while a word the answer already wrote is penalised (and no penalty, no processor)."""
+    import torch
+
+    prompt = torch.tensor([[0, 0, 5, 6], [0, 7, 8, 9]])
+    answered = torch.cat([prompt, torch.tensor([[3], [5]])], dim=1)  # the answers wrote 3 and 5 so far
+    (penalty,) = repetition_processors({"repetition_penalty": 2.0}, {"input_ids": prompt})
+    scores = penalty(answered, torch.full((2, 10), 4.0))
+    assert scores[0].tolist() == [4.0, 4.0, 4.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0]
+    assert scores[1].tolist() == [4.0, 4.0, 4.0, 4.0, 4.0, 2.0, 4.0, 4.0, 4.0, 4.0]
+    assert repetition_processors({"temperature": 0.7}, {"input_ids": prompt}) == []
