@@ -5,7 +5,9 @@ mixed up (the prompt itself is the cache key, so an unchanged prompt keeps its c
 asked for are the task's label set (PubMedQA's yes/no/maybe by default), in the prompts and in the schema.
 
 v1 shows every field of the source item. v2 differs only for new pairs: it hides the source question, which a
-small model otherwise repeats (SmolLM2-135M did so for 210 of 450 new pairs under v1).
+small model otherwise repeats (SmolLM2-135M did so for 210 of 450 new pairs under v1). v3 asks in v2's words
+and adds to the answer's schema, where it is bounded, a pattern that makes the question one question (it ends
+at its first question mark): SmolLM2-135M wrote statements as new "questions" for about half its v2 pairs.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from domainqa.data import LABELS, Example
 from domainqa.prompts import either, parse_answer
 
 PROMPT_VERSION = "v1"  # the default
-PROMPT_VERSIONS = ("v1", "v2")
+PROMPT_VERSIONS = ("v1", "v2", "v3")
 KINDS = ("rewrite", "new", "verify")
 
 SYSTEM = (
@@ -55,8 +57,9 @@ INSTRUCTIONS_V2 = {
         "concludes from it, and the final decision."
     ),
 }
-INSTRUCTIONS_BY_VERSION = {"v1": INSTRUCTIONS, "v2": INSTRUCTIONS_V2}
-SHOWN_FIELDS = {("v2", "new"): ("context", "long_answer")}  # the rest show every field of the source
+INSTRUCTIONS_BY_VERSION = {"v1": INSTRUCTIONS, "v2": INSTRUCTIONS_V2, "v3": INSTRUCTIONS_V2}
+# The rest show every field of the source.
+SHOWN_FIELDS = {("v2", "new"): ("context", "long_answer"), ("v3", "new"): ("context", "long_answer")}
 ALIASES = {
     "question": ("question", "new_question", "rewritten_question"),
     "context": ("context", "contexts", "abstract", "rewritten_context"),
@@ -72,6 +75,10 @@ JSON_OBJECT = {"type": "json_object"}  # the fallback for servers without JSON-s
 MAX_CHARS = {"question": 300, "context": 1600, "long_answer": 700}
 # Shortest string per field: a one-word long answer ("Yes") or an empty context is no training example.
 MIN_CHARS = {"question": 15, "context": 100, "long_answer": 20}
+# v3's question: at least MIN_CHARS of text, ending at its one question mark. xgrammar lets a pattern stand in
+# for the length bounds (and fails on a bounded repetition this long), so the pattern carries the minimum and
+# the question mark closes the string.
+QUESTION_PATTERN = rf"^[^?]{{{MIN_CHARS['question'] - 1},}}\?$"
 
 
 def instruction(kind: str, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION) -> str:
@@ -80,12 +87,15 @@ def instruction(kind: str, labels: Sequence[str] = LABELS, version: str = PROMPT
     return INSTRUCTIONS_BY_VERSION[version][kind].format(labels=", ".join(quoted), either=either(quoted))
 
 
-def output_schema(kind: str, bounded: bool = True, labels: Sequence[str] = LABELS) -> dict[str, Any]:
-    """The JSON schema of an answer of `kind` with a decision from `labels`, the one definition both backends
-    use.
+def output_schema(
+    kind: str, bounded: bool = True, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION
+) -> dict[str, Any]:
+    """The JSON schema of an answer of `kind` in prompt `version` with a decision from `labels`, the one
+    definition both backends use.
 
-    `bounded` adds maxLength/minLength to the strings; OpenAI's strict mode refuses those keywords,
-    other servers (llama.cpp, vLLM, Ollama, TGI) and the local grammar honour them."""
+    `bounded` adds maxLength/minLength to the strings (and, from v3, the question's pattern); OpenAI's
+    strict mode refuses those keywords, other servers (llama.cpp, vLLM, Ollama, TGI) and the local grammar
+    honour them."""
     if kind not in KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}")
     decision = {"type": "string", "enum": list(labels)}
@@ -93,6 +103,8 @@ def output_schema(kind: str, bounded: bool = True, labels: Sequence[str] = LABEL
         properties: dict[str, Any] = {"final_decision": decision}
     else:
         properties = {name: _string(name, bounded) for name in MAX_CHARS}
+        if bounded and version not in ("v1", "v2"):
+            properties["question"] = {"type": "string", "pattern": QUESTION_PATTERN}
         properties["final_decision"] = decision
     return {
         "title": "pubmedqa_verdict" if kind == "verify" else "pubmedqa_item",

@@ -62,7 +62,7 @@ def make_request(args: AugmentArguments, kind: str, example: Example, variant: i
     if args.repetition_penalty != 1.0 and kind != "verify":  # only when set: earlier cache keys stay valid
         params["repetition_penalty"] = args.repetition_penalty
     labels = task_labels(args)
-    schema = output_schema(kind, bounded_schema(args), labels) if args.json_mode != "off" else None
+    schema = output_schema(kind, bounded_schema(args), labels, args.prompt_version) if args.json_mode != "off" else None
     messages = build_messages(kind, example, labels, args.prompt_version)
     return Request(messages, params, args.backend, args.model, meta, schema)
 

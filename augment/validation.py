@@ -1,5 +1,5 @@
-"""Checks on every generated example: fields, decision, lengths, copies, invented numbers, repetition,
-duplicates, test leaks."""
+"""Checks on every generated example: fields, decision, lengths, question form, copies, invented numbers,
+repetition, duplicates, test leaks."""
 
 from __future__ import annotations
 
@@ -117,6 +117,8 @@ def check_fields(
         count = len(words(output[field]))
         if count < limits.min_words or count > most:
             return "length", f"{field} has {count} words (allowed {limits.min_words}..{most})"
+    if source["question"].rstrip().endswith("?") and not output["question"].rstrip().endswith("?"):
+        return "not_a_question", "the source asks a question; the output's question is a statement"
     if is_copy(output, kind, source, limits.copy_threshold):
         return "copy_of_source", "too close to its source item"
     invented = invented_numbers(output, source) if limits.check_numbers else set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 
@@ -13,7 +14,14 @@ from augment.__main__ import main
 from augment.arguments import AugmentArguments
 from augment.backends import OpenAISettings, TransformersSettings, batches, repetition_processors
 from augment.batch import BatchSettings
-from augment.prompts import ParseError, build_messages, output_schema, parse_output, parse_verdict
+from augment.prompts import (
+    QUESTION_PATTERN,
+    ParseError,
+    build_messages,
+    output_schema,
+    parse_output,
+    parse_verdict,
+)
 from augment.requests import Request
 from augment.retry import RateLimiter, RetryPolicy, parse_retry_after
 from augment.validation import Limits, check_fields, jaccard, repeat_share
@@ -94,6 +102,53 @@ def test_a_looping_output_is_rejected_and_no_labelled_item_would_be(pqal_path):
     labelled = json.loads(pqal_path.read_text()).values()
     shares = [repeat_share(" ".join([i["QUESTION"], *i["CONTEXTS"], i["LONG_ANSWER"]])) for i in labelled]
     assert len(shares) == 1000 and max(shares) < Limits().max_repeat_share
+
+
+def test_a_statement_for_a_question_is_rejected_unless_the_source_asks_none(pqal_path):
+    """PubMedQA's questions all end with a question mark (all 1,000 labelled ones match v3's pattern); a
+    source of one's own data that asks none (an instruction, a claim) does not make its outputs ask one."""
+    statement = {
+        "question": "Aspirin lowers the risk of stroke in older adults.",
+        "context": "Over five years, fewer strokes happened in the aspirin arm than in the placebo arm of the trial.",
+        "long_answer": "Taking aspirin reduced strokes among the elderly.",
+        "final_decision": "yes",
+    }
+    assert check_fields(statement, "new", SOURCE, Limits())[0] == "not_a_question"
+    claim = {**SOURCE, "question": "Classify the effect of aspirin on strokes"}
+    assert check_fields(statement, "new", claim, Limits()) is None
+    questions = [i["QUESTION"] for i in json.loads(pqal_path.read_text()).values()]
+    assert len(questions) == 1000 and all(re.fullmatch(QUESTION_PATTERN, q) for q in questions)
+
+
+def test_prompt_v3_constrains_the_question_to_end_at_its_question_mark(smollm2_path):
+    """v3 asks as v2 does and adds the pattern to bounded schemas only; the real tokenizer's grammar takes
+    a question and refuses a statement or a second sentence after the question."""
+    import xgrammar
+
+    from augment.backends import GrammarCache
+    from domainqa.modeling import load_model, load_tokenizer
+
+    assert build_messages("new", SOURCE, version="v3") == build_messages("new", SOURCE, version="v2")
+    assert output_schema("new", version="v2") == output_schema("new")
+    assert output_schema("new", bounded=False, version="v3") == output_schema("new", bounded=False)
+    schema = output_schema("new", version="v3")
+    assert schema["properties"]["question"] == {"type": "string", "pattern": QUESTION_PATTERN}
+    assert "pattern" not in output_schema("verify", version="v3")["properties"]["final_decision"]
+
+    grammars = GrammarCache()
+    name = "embedded:SmolLM2-135M-Instruct"
+    grammars.setup(load_tokenizer(name), load_model(name))
+    rest = '"context": "' + "c" * 120 + '", "long_answer": "' + "a" * 30 + '", "final_decision": "yes"}'
+
+    def accepts(question: str) -> bool:  # the whole answer, as the grammar spaces it
+        matcher = xgrammar.GrammarMatcher(grammars.grammar(schema))
+        return matcher.accept_string('{"question": "' + question + '", ' + rest)
+
+    assert accepts("Does aspirin lower the risk of stroke?")
+    assert not accepts("Aspirin lowers the risk of stroke.")
+    assert not accepts("Does aspirin lower the risk of stroke? Yes it does.")
+    assert not accepts("Why?")  # shorter than the shortest question
+    assert not accepts("Does aspirin lower the risk?!")
 
 
 def test_rate_limiter_paces_requests_to_the_rpm_limit():
