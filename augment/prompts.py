@@ -75,10 +75,11 @@ JSON_OBJECT = {"type": "json_object"}  # the fallback for servers without JSON-s
 MAX_CHARS = {"question": 300, "context": 1600, "long_answer": 700}
 # Shortest string per field: a one-word long answer ("Yes") or an empty context is no training example.
 MIN_CHARS = {"question": 15, "context": 100, "long_answer": 20}
-# v3's question: at least MIN_CHARS of text, ending at its one question mark. xgrammar lets a pattern stand in
-# for the length bounds (and fails on a bounded repetition this long), so the pattern carries the minimum and
-# the question mark closes the string.
-QUESTION_PATTERN = rf"^[^?]{{{MIN_CHARS['question'] - 1},}}\?$"
+# v3's question: one question, ending at its only question mark, MIN_CHARS to QUESTION_MAX_CHARS long (87% of
+# PubMedQA's questions fit). xgrammar lets a pattern stand in for the length keywords, and fails to compile a
+# bounded repetition much longer than this one; a question without its bound ran to hundreds of tokens.
+QUESTION_MAX_CHARS = 129
+QUESTION_PATTERN = rf"^[^?]{{{MIN_CHARS['question'] - 1},{QUESTION_MAX_CHARS - 1}}}\?$"
 
 
 def instruction(kind: str, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION) -> str:

@@ -15,6 +15,7 @@ from augment.arguments import AugmentArguments
 from augment.backends import OpenAISettings, TransformersSettings, batches, repetition_processors
 from augment.batch import BatchSettings
 from augment.prompts import (
+    QUESTION_MAX_CHARS,
     QUESTION_PATTERN,
     ParseError,
     build_messages,
@@ -105,8 +106,8 @@ def test_a_looping_output_is_rejected_and_no_labelled_item_would_be(pqal_path):
 
 
 def test_a_statement_for_a_question_is_rejected_unless_the_source_asks_none(pqal_path):
-    """PubMedQA's questions all end with a question mark (all 1,000 labelled ones match v3's pattern); a
-    source of one's own data that asks none (an instruction, a claim) does not make its outputs ask one."""
+    """PubMedQA's questions all end with a question mark, and v3's pattern takes every one that is not longer
+    than its bound; a source of one's own data that asks none (an instruction) does not make its outputs ask one."""
     statement = {
         "question": "Aspirin lowers the risk of stroke in older adults.",
         "context": "Over five years, fewer strokes happened in the aspirin arm than in the placebo arm of the trial.",
@@ -117,7 +118,9 @@ def test_a_statement_for_a_question_is_rejected_unless_the_source_asks_none(pqal
     claim = {**SOURCE, "question": "Classify the effect of aspirin on strokes"}
     assert check_fields(statement, "new", claim, Limits()) is None
     questions = [i["QUESTION"] for i in json.loads(pqal_path.read_text()).values()]
-    assert len(questions) == 1000 and all(re.fullmatch(QUESTION_PATTERN, q) for q in questions)
+    assert len(questions) == 1000 and all(q.endswith("?") for q in questions)
+    short = [q for q in questions if len(q) <= QUESTION_MAX_CHARS]
+    assert len(short) == 879 and all(re.fullmatch(QUESTION_PATTERN, q) for q in short)
 
 
 def test_prompt_v3_constrains_the_question_to_end_at_its_question_mark(smollm2_path):
@@ -148,6 +151,7 @@ def test_prompt_v3_constrains_the_question_to_end_at_its_question_mark(smollm2_p
     assert not accepts("Aspirin lowers the risk of stroke.")
     assert not accepts("Does aspirin lower the risk of stroke? Yes it does.")
     assert not accepts("Why?")  # shorter than the shortest question
+    assert not accepts("Does aspirin " + "x" * QUESTION_MAX_CHARS + "?")
     assert not accepts("Does aspirin lower the risk?!")
 
 
