@@ -25,6 +25,7 @@ no class weighting, no intercept as SmolLM2's head has none). Validation items a
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -63,25 +64,35 @@ def item_features(model, tokenizer, fmt: PromptFormat, example: dict) -> np.ndar
     return torch.cat([final[-1], middle[-1], final.mean(0)]).float().numpy()
 
 
+def feature_key(example: dict) -> str:
+    """An item's key in the feature cache: its id and a digest of its text. Written items keep their id
+    across prompt versions and runs (`<source>-new-<model>-0`), so an id alone would hand one run's
+    features to another run's different text."""
+    text = "\0".join(str(example.get(f, "")) for f in ("question", "context", "long_answer"))
+    return f"{example['id']}@{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
 def cached_features(compute, items: list[dict], cache_dir: Path, part: str) -> np.ndarray:
-    """Features of `items`, computed once: every .npz in `cache_dir` is read (features are per item, so the
-    paper and official splits share them), and new ones are appended to `<part>.npz` as they come."""
+    """Features of `items`, computed once: every .npz in `cache_dir` is read (features are per item and
+    text, so the paper and official splits share them), and new ones are appended to `<part>.npz` as they
+    come."""
     done = {}
     for path in sorted(cache_dir.glob("*.npz")):
         done.update(np.load(path))
     cache = cache_dir / f"{part}.npz"
     mine = dict(np.load(cache)) if cache.is_file() else {}
     start = time.perf_counter()
-    for i, example in enumerate(items):
-        if example["id"] in done:
+    keys = [feature_key(example) for example in items]
+    for i, (key, example) in enumerate(zip(keys, items, strict=True)):
+        if key in done:
             continue
-        done[example["id"]] = mine[example["id"]] = compute(example)
+        done[key] = mine[key] = compute(example)
         if len(mine) % 25 == 0 or i + 1 == len(items):
             tmp = cache.with_suffix(".tmp.npz")
             np.savez(tmp, **mine)
             tmp.replace(cache)
             print(f"{cache.name}: {i + 1}/{len(items)} ({time.perf_counter() - start:.0f} s)", flush=True)
-    return np.stack([done[e["id"]] for e in items])
+    return np.stack([done[key] for key in keys])
 
 
 def head_feature_function():

@@ -126,3 +126,21 @@ def test_zero3_is_refused_before_the_model_loads():
         check_probe_data([0, 0, 1, 1, 2, 2], LABELS)
     del zero3
     check_probe_data([0, 0, 1, 1, 2, 2], LABELS)  # without it the same data passes
+
+
+def test_the_feature_cache_keys_items_by_text_not_only_by_id(tmp_path):
+    """Written items keep their id across runs and prompt versions; the benchmarks' feature cache must not
+    hand one text's features to another text under the same id, and must not compute a cached text twice."""
+    from benchmarks.linear_probe import cached_features
+
+    computed = []
+
+    def compute(example):
+        computed.append(example["question"])
+        return np.array([float(len(example["question"]))])
+
+    first = {"id": "123-new-model-0", "question": "Is it?", "context": "c", "long_answer": "a"}
+    second = {**first, "question": "Does it work at all?"}
+    assert cached_features(compute, [first], tmp_path, "run_a").tolist() == [[6.0]]
+    assert cached_features(compute, [second, first], tmp_path, "run_b").tolist() == [[20.0], [6.0]]
+    assert computed == ["Is it?", "Does it work at all?"]
