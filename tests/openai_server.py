@@ -116,7 +116,8 @@ class FakeOpenAI:
         if new:
             out["question"] = "Regarding this study, " + mangle(question) + " in other patients?"
         letters = "".join(c for c in str(body.get("model")) if c.isalpha())  # no figure the source lacks
-        out["question"] += f" ({letters})"  # two models never write the same words
+        # Two models never write the same words; a question stays a question.
+        out["question"] = out["question"].rstrip("?") + f" ({letters})?"
         if body.get("seed"):  # another sample: other words
             out["question"] = f"Version {body['seed']}: {out['question']}"
         out["final_decision"] = source.get("final_decision", "yes")

@@ -239,7 +239,7 @@ def test_non_pqal_dataset_without_pqal_for_the_leak_check_stops(server, tmp_path
         ("missing_file", "no such file"),
         ("wrong_fields", "missing field"),
         ("strategy", "strategy must be one of"),
-        ("prompt_version", "prompt_version must be one of v1, v2, got 'v9'"),
+        ("prompt_version", "prompt_version must be one of v1, v2, v3, got 'v9'"),
         ("share", "max_repeat_share is a share: it must be between 0 and 1, got 25.0"),
         ("penalty", "repetition_penalty applies to the transformers backend"),
         ("unreachable", "cannot reach"),
