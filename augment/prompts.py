@@ -58,8 +58,8 @@ INSTRUCTIONS_V2 = {
     ),
 }
 INSTRUCTIONS_BY_VERSION = {"v1": INSTRUCTIONS, "v2": INSTRUCTIONS_V2, "v3": INSTRUCTIONS_V2}
-# The rest show every field of the source.
-SHOWN_FIELDS = {("v2", "new"): ("context", "long_answer"), ("v3", "new"): ("context", "long_answer")}
+# From v2 a new-pair prompt hides the source question; the rest show every field of the source.
+SHOWN_FIELDS = {(version, "new"): ("context", "long_answer") for version in ("v2", "v3")}
 ALIASES = {
     "question": ("question", "new_question", "rewritten_question"),
     "context": ("context", "contexts", "abstract", "rewritten_context"),
