@@ -27,6 +27,7 @@ from domainqa import config
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
 from domainqa.calibration import calibrate_rows, load_calibration
 from domainqa.classifier import (
+    check_causal_lm_settings,
     check_classifier_inference,
     classify,
     is_classifier_model,
@@ -56,7 +57,7 @@ from domainqa.run_folder import (
     refuse_mismatch,
     release_run_folder,
 )
-from domainqa.runs import PROMPT_FIELDS, load_run_config
+from domainqa.runs import TRAINED_WITH_FIELDS, load_run_config
 from domainqa.task import check_recorded_split, fallback_label, known_labels, load_task
 
 logger = logging.getLogger(__name__)
@@ -80,12 +81,12 @@ def trained_model_source(trained: str | None) -> ModelSource | None:
 def align_with_training(
     model_args: ModelArguments, data_args: DataArguments, trained: str | None, folder: str | None = None
 ) -> None:
-    """Use the prompt settings the model was trained with (read from `folder`, default `trained`); a
-    different explicit choice is an error."""
+    """Use the prompt settings and layer count the model was trained with (read from `folder`, default
+    `trained`); a different explicit choice is an error."""
     folder = folder or trained
     saved = load_run_config(folder) if folder else {}
     defaults = {f.name: f.default for cls in (ModelArguments, DataArguments) for f in fields(cls)}
-    for name in PROMPT_FIELDS:
+    for name in TRAINED_WITH_FIELDS:
         if name not in saved or name == "labels" and saved[name] is None:  # a PubMedQA run records no label set
             continue
         target = model_args if hasattr(model_args, name) else data_args
@@ -133,6 +134,8 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     classifier = uses_classifier(model_args.task_type, model_args.model_name_or_path, local)
     if classifier:
         check_classifier_inference(local, infer_args.mode)
+    else:
+        check_causal_lm_settings(model_args.num_hidden_layers)
     task = load_task(data_args)
     infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, task.labels)
     check_recorded_split(local, task)
@@ -160,7 +163,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
 
     if classifier:
         model, tokenizer = load_classifier_for_inference(
-            model_args.model_name_or_path, local, model_args.dtype, task.labels
+            model_args.model_name_or_path, local, model_args.dtype, task.labels, model_args.num_hidden_layers
         )
     else:
         model, tokenizer = load_for_inference(model_args.model_name_or_path, local, model_args.dtype)

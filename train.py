@@ -15,7 +15,7 @@ from transformers import EarlyStoppingCallback, set_seed
 
 from domainqa import config
 from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments, pipeline_keys
-from domainqa.classifier import uses_classifier
+from domainqa.classifier import check_causal_lm_settings, uses_classifier
 from domainqa.classifier_training import train_classifier
 from domainqa.config import UsageError, run_cli
 from domainqa.modeling import build_peft_config, load_model, load_tokenizer
@@ -69,8 +69,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Tr
                                 hub_token)  # fmt: skip
 
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
-    if training_args.head_init != "random":
-        raise UsageError("head_init linear_probe is for sequence classifiers: set task_type sequence_classification")
+    check_causal_lm_settings(model_args.num_hidden_layers, training_args.head_init)
     task = load_task(data_args, data_args.train_data)  # an inferred label set goes into data_args.labels
     parts = task.parts
     tokenizer = load_tokenizer(model_args.model_name_or_path)

@@ -95,8 +95,9 @@ def cached_features(compute, items: list[dict], cache_dir: Path, part: str) -> n
     return np.stack([done[key] for key in keys])
 
 
-def head_feature_function():
-    """What the probe head reads for one item, computed as train.py computes it."""
+def head_feature_function(num_hidden_layers: int | None = None):
+    """What the probe head reads for one item, computed as train.py computes it (on the model cut to its first
+    `num_hidden_layers` layers, where given)."""
     from transformers import AutoConfig
 
     from domainqa.classifier import encode, head_name, load_classifier, match_padding, model_max_length
@@ -104,7 +105,7 @@ def head_feature_function():
     from domainqa.probe_head import head_inputs
 
     path = resolve_model_path(EMBEDDED_MODEL)
-    model, tokenizer = load_classifier(path, "float32"), load_tokenizer(path)
+    model, tokenizer = load_classifier(path, "float32", num_hidden_layers=num_hidden_layers), load_tokenizer(path)
     match_padding(model, tokenizer)
     max_length = model_max_length(tokenizer, AutoConfig.from_pretrained(path), 1024)
     head = getattr(model, head_name(model))
@@ -182,7 +183,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", default="paper", choices=["paper", "official"])
     parser.add_argument("--features", default="scoring_context", choices=["scoring_context", "head"])
-    parser.add_argument("--cache_dir", default=None, help="Default: outputs/linear_probe[_head].")
+    parser.add_argument(
+        "--num_hidden_layers",
+        type=int,
+        default=None,
+        help="--features head: the head of a model cut to its first N layers (benchmarks/probe_layers.py).",
+    )
+    parser.add_argument("--cache_dir", default=None, help="Default: outputs/linear_probe[_head[_N_layers]].")
     parser.add_argument("--output", default="results/smollm2-135m-search/linear_probe.json")
     parser.add_argument(
         "--predictions_dir",
@@ -192,13 +199,16 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
+    if args.num_hidden_layers is not None and args.features != "head":
+        parser.error("--num_hidden_layers needs --features head")
     if args.features == "head":
-        compute, with_bias = head_feature_function()
+        compute, with_bias = head_feature_function(args.num_hidden_layers)
     else:
         model, tokenizer = load_for_inference(EMBEDDED_MODEL, dtype="float32")
         fmt = PromptFormat("chat", tokenizer)
         compute = lambda example: item_features(model, tokenizer, fmt, example)  # noqa: E731
-    cache_dir = Path(args.cache_dir or f"outputs/linear_probe{'_head' if args.features == 'head' else ''}")
+    cut = f"_{args.num_hidden_layers}_layers" if args.num_hidden_layers else ""
+    cache_dir = Path(args.cache_dir or f"outputs/linear_probe{'_head' + cut if args.features == 'head' else ''}")
     cache_dir.mkdir(parents=True, exist_ok=True)
     folds = range(NUM_OFFICIAL_FOLDS) if args.split == "official" else [None]
     runs = []
@@ -219,7 +229,8 @@ def main() -> None:
         rows = [{"id": e["id"], "prediction": p} for e, p in zip(parts["test"], predicted, strict=True)]
         write_predictions(Path(args.predictions_dir) / f"predictions_{name}_test", rows, "yes")
         runs.append({**run, "test": test_summary(truth["test"], predicted), "learning_curve_test": curve})
-    result = {"split": args.split, "features": FEATURES[args.features], "runs": runs}
+    result = {"split": args.split, "features": FEATURES[args.features], "num_hidden_layers": args.num_hidden_layers}
+    result["runs"] = runs
     if len(runs) > 1:
         result["test_over_folds"] = {
             metric: {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}

@@ -43,6 +43,13 @@ class ModelArguments:
         },
     )
     num_virtual_tokens: int = field(default=16, metadata={"help": "Prefix tuning: virtual tokens (paper: 16..512)."})
+    num_hidden_layers: int | None = field(
+        default=None,
+        metadata={
+            "help": "Sequence classifiers: keep only the model's first N transformer layers (none: all). The head "
+            "then reads layer N through the model's final norm, and a forward pass costs about N/L of a full one."
+        },
+    )
     # None (unset) keeps the fingerprints of runs made before this field existed.
     task_type: str | None = field(
         default=None,
@@ -62,6 +69,7 @@ class ModelArguments:
         checks.at_least("lora_r", self.lora_r, 1)
         checks.at_least("lora_alpha", self.lora_alpha, 1)
         checks.at_least("num_virtual_tokens", self.num_virtual_tokens, 1)
+        checks.at_least("num_hidden_layers", self.num_hidden_layers, 1)
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
 

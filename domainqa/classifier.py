@@ -124,6 +124,14 @@ def check_classifier_settings(peft_method: str, loss_on: str | None = None, mode
         raise UsageError(f"mode {mode} needs a causal LM; a sequence classifier predicts in score mode")
 
 
+def check_causal_lm_settings(num_hidden_layers: int | None, head_init: str | None = None) -> None:
+    """Settings of the classifier path that a causal LM cannot honour: one line before anything loads."""
+    if head_init not in (None, "random"):
+        raise UsageError(f"head_init {head_init} is for sequence classifiers: set task_type sequence_classification")
+    if num_hidden_layers is not None:
+        raise UsageError("num_hidden_layers is for sequence classifiers: set task_type sequence_classification")
+
+
 # ------------------------------------------------------------------------------------------- encoding
 
 
@@ -165,20 +173,41 @@ def encode(
 # ------------------------------------------------------------------------------------------- models
 
 
-def load_classifier(name_or_path: str, dtype: str = "auto", labels: Sequence[str] = LABELS) -> PreTrainedModel:
-    """A sequence classifier with a head over `labels`; the head of another task's checkpoint is replaced."""
-    from transformers import AutoModelForSequenceClassification
+def load_classifier(
+    name_or_path: str, dtype: str = "auto", labels: Sequence[str] = LABELS, num_hidden_layers: int | None = None
+) -> PreTrainedModel:
+    """A sequence classifier with a head over `labels`; the head of another task's checkpoint is replaced. With
+    `num_hidden_layers`, only the model's first N layers are built and loaded."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification
 
     from .modeling import resolve_model_path, torch_dtype
 
-    return AutoModelForSequenceClassification.from_pretrained(
-        resolve_model_path(name_or_path),
+    path = resolve_model_path(name_or_path)
+    config = AutoConfig.from_pretrained(
+        path,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
-        ignore_mismatched_sizes=True,
-        dtype=torch_dtype(dtype),
     )
+    if num_hidden_layers is not None:
+        keep_first_layers(config, num_hidden_layers)
+    return AutoModelForSequenceClassification.from_pretrained(
+        path, config=config, ignore_mismatched_sizes=True, dtype=torch_dtype(dtype)
+    )
+
+
+def keep_first_layers(config, count: int) -> None:
+    """Cut a model's config to its first `count` transformer layers, so that loading skips the others' weights
+    and the final norm and head read layer `count`. A middle layer can hold as much of a task as the last
+    (results/smollm2-135m-search/probe_layers.json)."""
+    total = getattr(config, "num_hidden_layers", None)
+    if total is None:
+        raise UsageError(f"num_hidden_layers: a {config.model_type} model states no layer count to cut")
+    if not 1 <= count <= total:
+        raise UsageError(f"num_hidden_layers {count}: the model has {total} layers")
+    config.num_hidden_layers = count
+    if isinstance(getattr(config, "layer_types", None), list):  # per-layer attention kinds (sliding windows)
+        config.layer_types = config.layer_types[:count]
 
 
 def classifier_peft_config(
@@ -223,10 +252,14 @@ def head_name(model: PreTrainedModel) -> str:
 
 
 def load_classifier_for_inference(
-    model_name_or_path: str, trained: str, dtype: str = "auto", labels: Sequence[str] = LABELS
+    model_name_or_path: str,
+    trained: str,
+    dtype: str = "auto",
+    labels: Sequence[str] = LABELS,
+    num_hidden_layers: int | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A trained classifier (local folder or Hub id) over `labels`: a full fine-tune, or the base plus a LoRA
-    adapter, merged so that inference runs at the base model's speed."""
+    """A trained classifier (local folder or Hub id) over `labels`: a full fine-tune, or the base (cut to the
+    layers it was trained with) plus a LoRA adapter, merged so that inference runs at the base model's speed."""
     from peft import PeftConfig, PeftModel
 
     from .modeling import _has_tokenizer, load_tokenizer
@@ -236,7 +269,7 @@ def load_classifier_for_inference(
         is_adapter = True
     except Exception:  # noqa: BLE001 - not an adapter: a full fine-tuned model folder or Hub id
         is_adapter = False
-    model = load_classifier(model_name_or_path if is_adapter else trained, dtype, labels)
+    model = load_classifier(model_name_or_path if is_adapter else trained, dtype, labels, num_hidden_layers)
     if is_adapter:
         model = PeftModel.from_pretrained(model, trained).merge_and_unload()
     # The run's tokenizer carries the training length (model_max_length).

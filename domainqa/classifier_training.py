@@ -22,6 +22,7 @@ from .classifier import (
     classifier_peft_config,
     encode,
     head_name,
+    keep_first_layers,
     load_classifier,
     match_padding,
     model_max_length,
@@ -29,7 +30,7 @@ from .classifier import (
 from .data import LABELS, Example
 from .io import atomic_write_json
 from .metrics import official_scores
-from .modeling import load_tokenizer, resolve_model_path
+from .modeling import load_tokenizer, resolve_model_path, top_layers
 from .probe_head import check_probe_data, fit_head_as_probe, source_groups
 from .run_folder import resume_point
 from .runs import finish_training
@@ -100,10 +101,12 @@ def train_classifier(
     parts, labels = task.parts, task.labels
     model_path = resolve_model_path(model_args.model_name_or_path)
     tokenizer = load_tokenizer(model_path)
+    config = AutoConfig.from_pretrained(model_path)
+    if model_args.num_hidden_layers is not None:  # counts the model cannot give stop here, before any work
+        keep_first_layers(config, model_args.num_hidden_layers)
+        top_layers(model_args.lora_top_layers, config.num_hidden_layers)
     # The saved tokenizer carries the length, so infer.py truncates exactly as training did.
-    tokenizer.model_max_length = model_max_length(
-        tokenizer, AutoConfig.from_pretrained(model_path), training_args.max_length
-    )
+    tokenizer.model_max_length = model_max_length(tokenizer, config, training_args.max_length)
     train_items = parts["train"][: data_args.max_train_samples]
     validation_items = parts["validation"][: data_args.max_eval_samples]
     train_dataset = encoded_dataset(tokenizer, train_items, tokenizer.model_max_length, labels)
@@ -151,7 +154,7 @@ def build_trainer(
     labels: Sequence[str] = LABELS,
     probe_groups: Sequence[str] | None = None,
 ) -> Trainer:
-    model = load_classifier(model_args.model_name_or_path, model_args.dtype, labels)
+    model = load_classifier(model_args.model_name_or_path, model_args.dtype, labels, model_args.num_hidden_layers)
     match_padding(model, tokenizer)
     if probe_groups is not None:  # the head starts as a linear probe
         model.to(training_args.device)  # the features on the training device: the Trainer would move it there anyway

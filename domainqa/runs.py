@@ -22,9 +22,16 @@ from .run_folder import (  # noqa: F401 - RUN_CONFIG and last_complete_checkpoin
 logger = logging.getLogger(__name__)
 
 SECRET_KEYS = {"hub_token", "push_to_hub_token"}
-# Fields of a run that inference must share with training, or its prompts (and the labels it scores) differ
-# from the trained ones.
-PROMPT_FIELDS = ("model_name_or_path", "prompt_format", "answer_style", "system_prompt", "labels")
+# Fields of a run that inference must share with training, or its prompts (and the labels it scores), or the
+# layers its head reads, differ from the trained ones.
+TRAINED_WITH_FIELDS = (
+    "model_name_or_path",
+    "prompt_format",
+    "answer_style",
+    "system_prompt",
+    "labels",
+    "num_hidden_layers",
+)
 
 
 def training_dataset(

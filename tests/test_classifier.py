@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from datasets import Dataset
 from safetensors.torch import load_file
 
 import calibrate
@@ -24,13 +25,16 @@ from domainqa.classifier import (
     embedded_encoder_path,
     encode,
     load_classifier,
+    load_classifier_for_inference,
     model_max_length,
     uses_classifier,
 )
 from domainqa.classifier_training import balanced_label_weights, classification_loss
+from domainqa.config import UsageError
 from domainqa.data import load_task_data
 from domainqa.metrics import official_scores
 from domainqa.modeling import load_tokenizer
+from domainqa.probe_head import head_inputs
 from tests.test_pipeline import infer_args, train_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -173,6 +177,13 @@ def test_task_type_detection(tmp_path, tiny_bert, tiny_llama):
         ("train.py", ["--task_type", "encoder"], "task_type must be one of causal_lm, sequence_classification"),
         ("infer.py", ["--mode", "generate", "--adapter_path", "{run}"], "mode generate needs a causal LM"),
         ("infer.py", ["--output_dir", "{empty}"], "a sequence classifier needs a trained model"),
+        ("train.py", ["--num_hidden_layers", "3"], "num_hidden_layers 3: the model has 2 layers"),
+        ("train.py", ["--num_hidden_layers", "0"], "num_hidden_layers must be at least 1, got 0"),
+        (
+            "train.py",
+            ["--task_type", "causal_lm", "--num_hidden_layers", "1"],
+            "num_hidden_layers is for sequence classifiers",
+        ),
     ],
 )
 def test_bad_classifier_input_stops_in_one_line(tmp_path, tiny_bert, pqal_path, script, args, message):
@@ -223,3 +234,33 @@ def test_a_causal_lm_can_be_trained_as_a_classifier(tmp_path, tiny_llama, pqal_p
     assert meta["num_examples"] == 6
     rows = read_rows(out / "predictions_paper_test_score.jsonl")
     assert len({json.dumps(r["label_logprobs"]) for r in rows}) == 6  # each item scored on its own tokens
+
+
+def test_a_classifier_cut_to_its_first_layers_reads_that_layer(tmp_path, tiny_llama, pqal_path):
+    """num_hidden_layers N builds only the first N layers, and the head reads layer N through the final norm (what
+    benchmarks/probe_layers.py measures); the run records N, and infer.py rebuilds the same cut model from it."""
+    tokenizer = load_tokenizer(str(tiny_llama))
+    rows = encode(tokenizer, load_task_data(str(pqal_path))["test"][:2], 128, with_labels=False)
+    full = load_classifier(str(tiny_llama), "float32").eval()
+    cut = load_classifier(str(tiny_llama), "float32", num_hidden_layers=1).eval()
+    assert len(cut.model.layers) == 1 and cut.config.num_hidden_layers == 1
+    with torch.inference_mode():
+        hidden = full.model(input_ids=torch.tensor([rows[0]["input_ids"]]), output_hidden_states=True).hidden_states
+        layer_one, layer_two = full.model.norm(hidden[1][0, -1]), hidden[2][0, -1]
+    features = torch.from_numpy(head_inputs(cut, cut.score, Dataset.from_list(rows[:1]))[0])
+    torch.testing.assert_close(features, layer_one)
+    assert not torch.allclose(features, layer_two, atol=1e-3)
+
+    out = tmp_path / "run"
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--task_type", "sequence_classification",
+                                            "--num_hidden_layers", "1")))  # fmt: skip
+    assert "num_hidden_layers: 1" in (out / "run_config.yaml").read_text()
+    infer.main(*infer.parse_args(infer_args(out, pqal_path)))  # no flag: the run's layer count is used
+    predicted = read_rows(out / "predictions_paper_test_score.jsonl")
+    model, tokenizer = load_classifier_for_inference(str(tiny_llama), str(out), "float32", num_hidden_layers=1)
+    items = load_task_data(str(pqal_path))["test"][:6]
+    expected = list(classify(model, tokenizer, None, items, batch_size=3))
+    for row, want in zip(predicted, expected, strict=True):
+        assert row["label_logprobs"] == pytest.approx(want["label_logprobs"], abs=1e-5)
+    with pytest.raises(UsageError, match="num_hidden_layers=2 but .* was trained with num_hidden_layers=1"):
+        infer.main(*infer.parse_args(infer_args(out, pqal_path, "--num_hidden_layers", "2")))

@@ -1,0 +1,125 @@
+"""Which layer should the probe head read? For every layer N of the frozen model, what a head reading layer N
+(the model cut to its first N layers, `num_hidden_layers: N`) reaches as a linear probe, by cross-validation
+on the training items only: the probe as train.py fits it (scaled features, no intercept, C from the grid), 5
+stratified folds repeated with 3 shuffles, macro-F1 and accuracy at each layer's best C. No validation or test
+item is read.
+
+Two rules pick a layer: the fewest layers whose mean macro-F1 is within one standard error of the full model's
+(layer L), so a cut model is chosen only where it costs nothing measurable against today's head, and runs in
+about N/L of the time; and the usual one-standard-error rule, the fewest layers within one standard error of the
+best layer's. For reference, one probe reads every layer's state side by side. Features (the final norm applied
+to every layer's last-token state of the classifier's text pair, which is what the cut model's head reads) are
+cached per item in outputs/probe_layers/.
+
+    python benchmarks/probe_layers.py [--output results/smollm2-135m-search/probe_layers.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
+from sklearn.model_selection import StratifiedKFold  # noqa: E402
+
+from benchmarks.linear_probe import LABELS, cached_features  # noqa: E402
+from domainqa.data import load_task_data  # noqa: E402
+from domainqa.io import atomic_write_json  # noqa: E402
+from domainqa.probe_head import C_GRID, _probe  # noqa: E402
+
+REPEATS = 3
+FOLDS = 5
+
+
+def layer_feature_function():
+    """Every layer's last-token state of one item's text pair, each through the model's final norm (the last
+    layer's state already is): what a head on the model cut to N layers reads, for every N at once."""
+    from transformers import AutoConfig
+
+    from domainqa.classifier import encode, load_classifier, match_padding, model_max_length
+    from domainqa.modeling import EMBEDDED_MODEL, load_tokenizer, resolve_model_path
+
+    path = resolve_model_path(EMBEDDED_MODEL)
+    model, tokenizer = load_classifier(path, "float32"), load_tokenizer(path)
+    match_padding(model, tokenizer)
+    model.eval()
+    max_length = model_max_length(tokenizer, AutoConfig.from_pretrained(path), 1024)
+    backbone = model.base_model
+
+    @torch.inference_mode()
+    def compute(example: dict) -> np.ndarray:
+        ids = torch.tensor([encode(tokenizer, [example], max_length, with_labels=False)[0]["input_ids"]])
+        hidden = backbone(input_ids=ids, output_hidden_states=True).hidden_states
+        last = [backbone.norm(h[0, -1]) for h in hidden[1:-1]] + [hidden[-1][0, -1]]
+        return torch.stack(last).numpy()  # layers, hidden size
+
+    return compute
+
+
+def cross_validated(features: np.ndarray, targets: np.ndarray) -> dict:
+    """Mean and standard error over REPEATS x FOLDS held-out folds, at the C with the best mean macro-F1."""
+    best = None
+    for c in C_GRID:
+        f1s, accuracies = [], []
+        for seed in range(REPEATS):
+            for train, held_out in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(features, targets):
+                scaler, probe = _probe(c, None, fit_intercept=False)
+                probe.fit(scaler.fit_transform(features[train]), targets[train])
+                predicted = probe.predict(scaler.transform(features[held_out]))
+                f1s.append(f1_score(targets[held_out], predicted, average="macro", labels=[0, 1, 2], zero_division=0))
+                accuracies.append(accuracy_score(targets[held_out], predicted))
+        row = {
+            "C": c,
+            "macro_f1": float(np.mean(f1s)),
+            "macro_f1_se": float(np.std(f1s, ddof=1) / np.sqrt(len(f1s))),
+            "accuracy": float(np.mean(accuracies)),
+        }
+        if best is None or row["macro_f1"] > best["macro_f1"]:
+            best = row
+    return best
+
+
+def fewest_within_one_se(layers: list[dict], reference: dict) -> int:
+    return next(r for r in layers if r["macro_f1"] >= reference["macro_f1"] - reference["macro_f1_se"])[
+        "num_hidden_layers"
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="results/smollm2-135m-search/probe_layers.json")
+    parser.add_argument("--cache_dir", default="outputs/probe_layers")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    cache_dir = Path(args.cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    train = load_task_data(None, "paper")["train"]
+    features = cached_features(layer_feature_function(), train, cache_dir, "paper_train")
+    targets = np.array([LABELS.index(e["final_decision"]) for e in train])
+    layers = []
+    for n in range(1, features.shape[1] + 1):
+        layers.append({"num_hidden_layers": n, **cross_validated(features[:, n - 1], targets)})
+        print(json.dumps(layers[-1]), flush=True)
+    result = {
+        "split": "paper",
+        "train_items": len(train),
+        "protocol": f"{FOLDS}-fold stratified cross-validation on the training items, {REPEATS} shuffles",
+        "fewest_within_one_se_of_full_model": fewest_within_one_se(layers, layers[-1]),
+        "fewest_within_one_se_of_best_layer": fewest_within_one_se(layers, max(layers, key=lambda r: r["macro_f1"])),
+        "layers": layers,
+        # Not a head a model can have: every layer's state side by side, the most a linear reading of these gets.
+        "all_layers_together": cross_validated(features.reshape(len(features), -1), targets),
+    }
+    atomic_write_json(args.output, result)
+    print(json.dumps({k: v for k, v in result.items() if k != "layers"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
