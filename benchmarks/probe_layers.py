@@ -11,7 +11,7 @@ best layer's. For reference, one probe reads every layer's state side by side. F
 to every layer's last-token state of the classifier's text pair, which is what the cut model's head reads) are
 cached per item in outputs/probe_layers/.
 
-    python benchmarks/probe_layers.py [--output results/smollm2-135m-search/probe_layers.json]
+    python benchmarks/probe_layers.py [--output results/smollm2-135m-search/probe_layers.json]   # and its .png
 """
 
 from __future__ import annotations
@@ -92,6 +92,31 @@ def fewest_within_one_se(layers: list[dict], reference: dict) -> int:
     ]
 
 
+def plot(result: dict, path: Path) -> None:
+    """Cross-validated macro-F1 (with its standard error) and accuracy by the layer the head reads."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers = result["layers"]
+    n = [r["num_hidden_layers"] for r in layers]
+    fig, axes = plt.subplots(figsize=(7, 3.6))
+    f1 = np.array([r["macro_f1"] for r in layers])
+    se = np.array([r["macro_f1_se"] for r in layers])
+    axes.plot(n, f1, marker="o", label="macro-F1")
+    axes.fill_between(n, f1 - se, f1 + se, alpha=0.2)
+    axes.plot(n, [r["accuracy"] for r in layers], marker=".", label="accuracy")
+    together = result["all_layers_together"]
+    axes.axhline(together["macro_f1"], linestyle="--", color="C0", alpha=0.6, label="macro-F1, all layers together")
+    axes.set(xlabel="layers the head reads through (num_hidden_layers)", ylabel="cross-validated, training items")
+    axes.legend(fontsize=8)
+    axes.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="results/smollm2-135m-search/probe_layers.json")
@@ -118,6 +143,7 @@ def main() -> None:
         "all_layers_together": cross_validated(features.reshape(len(features), -1), targets),
     }
     atomic_write_json(args.output, result)
+    plot(result, Path(args.output).with_suffix(".png"))
     print(json.dumps({k: v for k, v in result.items() if k != "layers"}, indent=2))
 
 

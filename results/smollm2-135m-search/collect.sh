@@ -7,7 +7,8 @@ cd "$(dirname "$0")/../.."
 HERE=results/smollm2-135m-search
 RUNS="smollm2-135m-zero-shot smollm2-135m-lora-top8-label-cw smollm2-135m-lora-top8-answer-cw
 smollm2-135m-lora-top8-answer-cw-4ep smollm2-135m-lora-top8-reasoning smollm2-135m-lora-top8-reasoning-greedy
-smollm2-135m-seqcls-lora-top8 smollm2-135m-seqcls-probe smollm2-135m-seqcls-lpft-top8"
+smollm2-135m-seqcls-lora-top8 smollm2-135m-seqcls-probe smollm2-135m-seqcls-lpft-top8
+smollm2-135m-seqcls-lora-top8-cw smollm2-135m-seqcls-probe-2-layers smollm2-135m-seqcls-probe-22-layers"
 for run in $RUNS; do
     [ -d "outputs/search/$run" ] || continue
     mkdir -p "$HERE/$run"
