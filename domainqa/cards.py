@@ -90,7 +90,7 @@ Not evaluated yet in this folder (`python evaluate.py --predictions ... --output
 
 ## How to use
 
-With this project's `infer.py`, which reads the prompt settings from `run_config.yaml`:
+With this project's `infer.py`, which reads the settings the model was trained with from `run_config.yaml`:
 
 ```bash
 python infer.py --adapter_path {{ repo }} --model_name_or_path {{ base_name }} --split {{ split }} --output_dir \
@@ -98,7 +98,21 @@ python infer.py --adapter_path {{ repo }} --model_name_or_path {{ base_name }} -
 python evaluate.py --predictions {{ local }}/{{ test_predictions }}.json --split {{ split }}
 ```
 
-{% if adapter %}
+{% if adapter and classifier %}
+With PEFT alone (the model reads question and context as a text pair, `tokenizer(question, context)`, and its
+label scores are the logits over {{ labels | join("/") }}):
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+tokenizer = AutoTokenizer.from_pretrained("{{ repo }}")
+base = AutoModelForSequenceClassification.from_pretrained("{{ base }}", {{ classifier_kwargs }})
+base.config.pad_token_id = tokenizer.pad_token_id
+model = PeftModel.from_pretrained(base, "{{ repo }}").eval()
+```
+
+{% elif adapter %}
 With PEFT alone (build the prompt the way `domainqa/prompts.py` does for the format above):
 
 ```python
@@ -295,6 +309,7 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
         for stem in prediction_stems(folder)
     ]
     results = _read_json(folder / TRAIN_RESULTS)
+    labels, layers = run.get("labels") or LABELS, run.get("num_hidden_layers")
     body = MODEL_CARD.render(
         name=name, repo=repo, base=base, base_name=base_name, embedded=base_name == EMBEDDED_MODEL,
         hub_id=EMBEDDED_HUB_ID, adapter=adapter, method=method, method_text=_method_text(method, run, adapter),
@@ -302,6 +317,8 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
         results=", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in results.items()),
         evaluations=evaluations, predictions=predictions, split=split, local=f"outputs/{name}",
         test_predictions=predictions_name(split, "test", "score"),
+        classifier=run.get("task_type") == "sequence_classification", labels=labels,
+        classifier_kwargs=f"num_labels={len(labels)}" + (f", num_hidden_layers={layers}" if layers else ""),
     )  # fmt: skip
     data = ModelCardData(**_model_metadata(run, adapter, base, method, name, evaluations))
     return _card(ModelCard, data, MODEL_METADATA_ORDER, body)

@@ -19,6 +19,7 @@ import calibrate
 import evaluate
 import infer
 import train
+from domainqa.cards import model_card
 from domainqa.classifier import (
     EMBEDDED_ENCODER,
     classify,
@@ -264,3 +265,14 @@ def test_a_classifier_cut_to_its_first_layers_reads_that_layer(tmp_path, tiny_ll
         assert row["label_logprobs"] == pytest.approx(want["label_logprobs"], abs=1e-5)
     with pytest.raises(UsageError, match="num_hidden_layers=2 but .* was trained with num_hidden_layers=1"):
         infer.main(*infer.parse_args(infer_args(out, pqal_path, "--num_hidden_layers", "2")))
+
+    # The card's PEFT-only snippet, run as written, builds the same cut model: the same scores as infer.py.
+    card = model_card(out, str(out))
+    snippet = card.split("With PEFT alone")[1].split("```python\n")[1].split("```")[0]
+    assert "AutoModelForSequenceClassification" in snippet and "num_hidden_layers=1" in snippet
+    scope = {}
+    exec(snippet, scope)  # noqa: S102 - the card's own code
+    with torch.inference_mode():
+        logits = scope["model"](**scope["tokenizer"](items[0]["question"], items[0]["context"], return_tensors="pt"))
+    card_scores = torch.log_softmax(logits.logits[0], -1).tolist()
+    assert card_scores == pytest.approx(list(predicted[0]["label_logprobs"].values()), abs=1e-4)
