@@ -95,24 +95,32 @@ def cached_features(compute, items: list[dict], cache_dir: Path, part: str) -> n
     return np.stack([done[key] for key in keys])
 
 
-def head_feature_function(num_hidden_layers: int | None = None):
-    """What the probe head reads for one item, computed as train.py computes it (on the model cut to its first
-    `num_hidden_layers` layers, where given)."""
+def embedded_classifier(num_hidden_layers: int | None = None) -> tuple[torch.nn.Module, Callable[[dict], list]]:
+    """The embedded SmolLM2 as train.py loads a sequence classifier (cut to its first `num_hidden_layers` layers,
+    where given), and a function from one item to its encoded rows (the text pair, cut to 1024 tokens)."""
     from transformers import AutoConfig
 
-    from domainqa.classifier import encode, head_name, load_classifier, match_padding, model_max_length
+    from domainqa.classifier import encode, load_classifier, match_padding, model_max_length
     from domainqa.modeling import load_tokenizer, resolve_model_path
-    from domainqa.probe_head import head_inputs
 
     path = resolve_model_path(EMBEDDED_MODEL)
     model, tokenizer = load_classifier(path, "float32", num_hidden_layers=num_hidden_layers), load_tokenizer(path)
     match_padding(model, tokenizer)
     max_length = model_max_length(tokenizer, AutoConfig.from_pretrained(path), 1024)
+    return model, lambda example: encode(tokenizer, [example], max_length, with_labels=False)
+
+
+def head_feature_function(num_hidden_layers: int | None = None):
+    """What the probe head reads for one item, computed as train.py computes it (on the model cut to its first
+    `num_hidden_layers` layers, where given)."""
+    from domainqa.classifier import head_name
+    from domainqa.probe_head import head_inputs
+
+    model, encode_item = embedded_classifier(num_hidden_layers)
     head = getattr(model, head_name(model))
 
     def compute(example: dict) -> np.ndarray:
-        rows = encode(tokenizer, [example], max_length, with_labels=False)
-        return head_inputs(model, head, Dataset.from_list(rows))[0]
+        return head_inputs(model, head, Dataset.from_list(encode_item(example)))[0]
 
     return compute, head.bias is not None
 
@@ -229,8 +237,12 @@ def main() -> None:
         rows = [{"id": e["id"], "prediction": p} for e, p in zip(parts["test"], predicted, strict=True)]
         write_predictions(Path(args.predictions_dir) / f"predictions_{name}_test", rows, "yes")
         runs.append({**run, "test": test_summary(truth["test"], predicted), "learning_curve_test": curve})
-    result = {"split": args.split, "features": FEATURES[args.features], "num_hidden_layers": args.num_hidden_layers}
-    result["runs"] = runs
+    result = {
+        "split": args.split,
+        "features": FEATURES[args.features],
+        "num_hidden_layers": args.num_hidden_layers,
+        "runs": runs,
+    }
     if len(runs) > 1:
         result["test_over_folds"] = {
             metric: {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}

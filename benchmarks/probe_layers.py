@@ -26,10 +26,11 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from sklearn.metrics import accuracy_score, f1_score  # noqa: E402
-from sklearn.model_selection import StratifiedKFold  # noqa: E402
+from sklearn.metrics import f1_score, make_scorer  # noqa: E402
+from sklearn.model_selection import StratifiedKFold, cross_validate  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
 
-from benchmarks.linear_probe import LABELS, cached_features  # noqa: E402
+from benchmarks.linear_probe import LABELS, cached_features, embedded_classifier  # noqa: E402
 from domainqa.data import load_task_data  # noqa: E402
 from domainqa.io import atomic_write_json  # noqa: E402
 from domainqa.probe_head import C_GRID, _probe  # noqa: E402
@@ -41,21 +42,13 @@ FOLDS = 5
 def layer_feature_function():
     """Every layer's last-token state of one item's text pair, each through the model's final norm (the last
     layer's state already is): what a head on the model cut to N layers reads, for every N at once."""
-    from transformers import AutoConfig
-
-    from domainqa.classifier import encode, load_classifier, match_padding, model_max_length
-    from domainqa.modeling import EMBEDDED_MODEL, load_tokenizer, resolve_model_path
-
-    path = resolve_model_path(EMBEDDED_MODEL)
-    model, tokenizer = load_classifier(path, "float32"), load_tokenizer(path)
-    match_padding(model, tokenizer)
+    model, encode_item = embedded_classifier()
     model.eval()
-    max_length = model_max_length(tokenizer, AutoConfig.from_pretrained(path), 1024)
     backbone = model.base_model
 
     @torch.inference_mode()
     def compute(example: dict) -> np.ndarray:
-        ids = torch.tensor([encode(tokenizer, [example], max_length, with_labels=False)[0]["input_ids"]])
+        ids = torch.tensor([encode_item(example)[0]["input_ids"]])
         hidden = backbone(input_ids=ids, output_hidden_states=True).hidden_states
         last = [backbone.norm(h[0, -1]) for h in hidden[1:-1]] + [hidden[-1][0, -1]]
         return torch.stack(last).numpy()  # layers, hidden size
@@ -65,21 +58,22 @@ def layer_feature_function():
 
 def cross_validated(features: np.ndarray, targets: np.ndarray) -> dict:
     """Mean and standard error over REPEATS x FOLDS held-out folds, at the C with the best mean macro-F1."""
+    folds = [
+        split
+        for seed in range(REPEATS)
+        for split in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(features, targets)
+    ]
+    macro_f1 = make_scorer(f1_score, average="macro", labels=list(range(len(LABELS))), zero_division=0)
     best = None
     for c in C_GRID:
-        f1s, accuracies = [], []
-        for seed in range(REPEATS):
-            for train, held_out in StratifiedKFold(FOLDS, shuffle=True, random_state=seed).split(features, targets):
-                scaler, probe = _probe(c, None, fit_intercept=False)
-                probe.fit(scaler.fit_transform(features[train]), targets[train])
-                predicted = probe.predict(scaler.transform(features[held_out]))
-                f1s.append(f1_score(targets[held_out], predicted, average="macro", labels=[0, 1, 2], zero_division=0))
-                accuracies.append(accuracy_score(targets[held_out], predicted))
+        probe = make_pipeline(*_probe(c, None, fit_intercept=False))
+        scores = cross_validate(probe, features, targets, cv=folds, scoring={"f1": macro_f1, "accuracy": "accuracy"})
+        f1s = scores["test_f1"]
         row = {
             "C": c,
             "macro_f1": float(np.mean(f1s)),
             "macro_f1_se": float(np.std(f1s, ddof=1) / np.sqrt(len(f1s))),
-            "accuracy": float(np.mean(accuracies)),
+            "accuracy": float(np.mean(scores["test_accuracy"])),
         }
         if best is None or row["macro_f1"] > best["macro_f1"]:
             best = row
