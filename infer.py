@@ -11,7 +11,6 @@ scores) and <name>.meta.json (settings, counts, speed). The label set is the one
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -20,45 +19,34 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from tqdm.auto import tqdm
 from transformers import set_seed
 
 from domainqa import config
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
 from domainqa.calibration import calibrate_rows, load_calibration
-from domainqa.classifier import (
-    check_causal_lm_settings,
-    check_classifier_inference,
-    classify,
-    is_classifier_model,
-    load_classifier_for_inference,
-    uses_classifier,
-)
-from domainqa.config import UsageError, run_cli
+from domainqa.config import UsageError, run_cli, setup_logging
 from domainqa.data import FIELDS
+from domainqa.families import family_for
 from domainqa.hub_access import ModelSource, model_folder
-from domainqa.inference import generate_answers, longest_first, score_labels
 from domainqa.io import atomic_write_json
-from domainqa.modeling import load_for_inference
-from domainqa.predictions import cut_to_complete_rows, read_complete_rows, write_predictions
-from domainqa.prompts import PromptFormat
+from domainqa.predictions import append_rows, read_partial, resume_key, start_partial, write_predictions
 from domainqa.run_folder import (
     HUB_MODEL_PATTERNS,
-    as_json,
+    TRAINED_WITH_FIELDS,
     calibrated_stem,
+    check_recorded_split,
     content_hash,
     data_hash,
-    differences,
+    holds_trained_model,
+    load_run_config,
     lock_run_folder,
     model_hash,
     partial_file,
     predictions_files,
     predictions_name,
-    refuse_mismatch,
     release_run_folder,
 )
-from domainqa.runs import TRAINED_WITH_FIELDS, load_run_config
-from domainqa.task import check_recorded_split, fallback_label, known_labels, load_task
+from domainqa.task import fallback_label, known_labels, load_task
 
 logger = logging.getLogger(__name__)
 
@@ -66,10 +54,7 @@ logger = logging.getLogger(__name__)
 def find_trained_model(args: InferenceArguments) -> str | None:
     if args.adapter_path:
         return args.adapter_path
-    folder = Path(args.output_dir)
-    if (folder / "adapter_config.json").is_file() or (folder / "config.json").is_file():
-        return str(folder)
-    return None
+    return args.output_dir if holds_trained_model(args.output_dir) else None
 
 
 def trained_model_source(trained: str | None) -> ModelSource | None:
@@ -119,7 +104,7 @@ def prediction_stem(data_args: DataArguments, infer_args: InferenceArguments) ->
 def main(model_args: ModelArguments, data_args: DataArguments, infer_args: InferenceArguments) -> dict:
     """Predict and write the prediction files; returns their metadata, with `files`: the paths written
     (empty on the processes other than the main one)."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     # Launched on several processes without GPUs (accelerate_configs/cpu_2proc.yaml), PartialState() would
     # treat each process as a lone main process, all writing the same files; join a gloo group instead.
     state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
@@ -127,15 +112,13 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     if known_labels(data_args):  # a bad fallback stops the run now where the label set needs no data
         infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, known_labels(data_args))
 
+    # Everything that can be wrong with the input is checked before the model loads or anything is written.
     trained = find_trained_model(infer_args)  # as given: a folder, or a Hub id
     source = trained_model_source(trained)
     local = source.folder if source else None  # what every loader reads
     align_with_training(model_args, data_args, trained, local)
-    classifier = uses_classifier(model_args.task_type, model_args.model_name_or_path, local)
-    if classifier:
-        check_classifier_inference(local, infer_args.mode)
-    else:
-        check_causal_lm_settings(model_args.num_hidden_layers)
+    family = family_for(model_args, data_args, local)
+    family.check_inference(infer_args, trained)
     task = load_task(data_args)
     infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, task.labels)
     check_recorded_split(local, task)
@@ -159,32 +142,21 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
         **asdict(infer_args),
     }
     partial = partial_file(stem, state.process_index)
-    _read_partial(partial, resume_key(settings), infer_args.overwrite_output_dir)  # refuses a changed run now
+    read_partial(partial, resume_key(settings), infer_args.overwrite_output_dir)  # refuses a changed run now
 
-    if classifier:
-        model, tokenizer = load_classifier_for_inference(
-            model_args.model_name_or_path, local, model_args.dtype, task.labels, model_args.num_hidden_layers
-        )
-    else:
-        model, tokenizer = load_for_inference(model_args.model_name_or_path, local, model_args.dtype)
-    model.to(state.device)
-    prompt_format = None  # a classifier reads question and context as a text pair, no prompt
-    if not classifier:
-        prompt_format = PromptFormat(
-            data_args.prompt_format, tokenizer, data_args.answer_style, data_args.system_prompt, task.labels
-        )
-    if infer_args.mode == "score" and prompt_format is not None:
-        prompt_format.scoring_context(items[0])  # fails early for formats that cannot be scored
-
+    predict = family.predictor(local, task.labels, infer_args, state.device, items[0])
     start = time.perf_counter()
     with state.split_between_processes(items) as shard:
-        predict_resumable(model, tokenizer, prompt_format, shard, infer_args, partial, resume_key(settings))
+        done = start_partial(partial, resume_key(settings), infer_args.overwrite_output_dir)
+        if done:
+            logger.info("Resuming: %d of %d items already predicted in %s", len(done), len(shard), partial)
+        append_rows(partial, predict([e for e in shard if e["id"] not in done]), len(shard), len(done))
     state.wait_for_everyone()
     if not state.is_main_process:
         return {}
     seconds = time.perf_counter() - start
     partials = [partial_file(stem, i) for i in range(state.num_processes)]
-    done = {row["id"]: row for path in partials for row in _read_partial(path, resume_key(settings))[0]}
+    done = {row["id"]: row for path in partials for row in read_partial(path, resume_key(settings))[0]}
     missing = [e["id"] for e in items if e["id"] not in done]
     if missing:  # a shard that did not finish; its rows are kept for the next run
         raise RuntimeError(f"{len(missing)} item(s) missing from {partials[0].name}..: {', '.join(missing[:5])}")
@@ -222,70 +194,6 @@ def write_calibrated_predictions(stem: Path, rows: list[dict], calibration: dict
     atomic_write_json(predictions_files(calibrated)["meta"], {"raw_predictions": str(stem), "calibration": meta})
     logger.info("Wrote %s.json (calibration fitted on %s items)", calibrated, calibration["fitted_on"])
     return True
-
-
-# The settings that change what a row says; a partial file made under others is not resumed. The data
-# file counts by its content (data_hash), so a moved copy of it resumes.
-PREDICTION_SETTINGS = (
-    "model", "trained_model", "model_hash", "adapter_hash", "adapter_commit", "data_hash", "split", "fold",
-    "prompt_format", "answer_style", "system_prompt", "eval_split", "mode", "num_beams", "repetition_penalty",
-    "max_new_tokens", "labels",
-)  # fmt: skip
-
-
-def resume_key(settings: dict) -> dict:
-    return {name: settings[name] for name in PREDICTION_SETTINGS}
-
-
-def _read_partial(path: Path, settings: dict, overwrite: bool = False) -> tuple[list[dict], int]:
-    """Rows already predicted under the same settings, and the bytes they fill: a line cut off by a
-    kill or a full disk ends them. Rows made under other settings are refused, or with `overwrite`
-    dropped, so that one file never holds rows of two runs."""
-    rows, length = read_complete_rows(path)
-    if not rows or not isinstance(rows[0].get("settings"), dict):
-        return [], 0  # nothing yet, or only a cut-off header
-    changed = differences(rows[0]["settings"], as_json(settings))
-    if changed and not overwrite:
-        refuse_mismatch(str(path), changed, "--overwrite_output_dir true")
-    if changed or any("id" not in row for row in rows[1:]):
-        return [], 0
-    return rows[1:], length
-
-
-def predict_resumable(model, tokenizer, prompt_format, items, args, partial: Path, settings: dict) -> None:
-    """Predict the items not yet in `partial`, appending each row as soon as it exists."""
-    done_rows, length = _read_partial(partial, settings, args.overwrite_output_dir)
-    done = {row["id"] for row in done_rows}
-    if not done:
-        partial.parent.mkdir(parents=True, exist_ok=True)
-        partial.write_text(json.dumps({"settings": settings}) + "\n", encoding="utf-8")
-    else:
-        cut_to_complete_rows(partial, length)  # appended rows must not continue a cut-off line
-        logger.info("Resuming: %d of %d items already predicted in %s", len(done), len(items), partial)
-    todo = [e for e in items if e["id"] not in done]
-    if args.mode == "score":
-        score = classify if is_classifier_model(model) else score_labels
-        # Rows are keyed by id, so the prediction files keep the items' order whatever order they are scored in.
-        rows = score(model, tokenizer, prompt_format, longest_first(todo), args.batch_size)
-    else:
-        rows = generate_answers(
-            model,
-            tokenizer,
-            prompt_format,
-            todo,
-            batch_size=args.batch_size,
-            num_beams=args.num_beams,
-            repetition_penalty=args.repetition_penalty,
-            max_new_tokens=args.max_new_tokens,
-        )
-    try:
-        with partial.open("a", encoding="utf-8") as f, tqdm(total=len(items), initial=len(done), unit="ex") as bar:
-            for row in rows:
-                f.write(json.dumps(row) + "\n")
-                f.flush()
-                bar.update(1)
-    except OSError as e:  # a full disk: name the file (a rerun keeps its complete rows)
-        raise OSError(e.errno, e.strerror, str(partial)) from e
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from domainqa.config import UsageError
-from domainqa.modeling import EMBEDDED_MODEL
+from domainqa.embedded import EMBEDDED_MODEL
 from domainqa.task import ALL_SPLITS, DataSpec
 
 from .prompts import PROMPT_VERSION, PROMPT_VERSIONS
@@ -155,4 +155,4 @@ class AugmentArguments(DataSpec):
             raise AugmentError("push_to_hub needs hub_dataset_id")
         if self.model is None:
             self.model = DEFAULT_OPENAI_MODEL if self.backend == "openai" else EMBEDDED_MODEL
-        self.check_spec()
+        super().__post_init__()

@@ -99,7 +99,7 @@ def skeleton_config(tiny: bool):
     """SmolLM2-135M's configuration (from the embedded model's folder); shrunk to two thin layers when tiny."""
     from transformers import AutoConfig
 
-    from domainqa.modeling import EMBEDDED_MODEL, resolve_model_path
+    from domainqa.embedded import EMBEDDED_MODEL, resolve_model_path
 
     config = AutoConfig.from_pretrained(resolve_model_path(EMBEDDED_MODEL))
     if tiny:
@@ -112,7 +112,7 @@ def build_model(settings: Settings, dtype: torch.dtype, attn: str):
     """The model a variant trains: the given folder's weights, or random ones of the same shapes."""
     from transformers import AutoModelForCausalLM
 
-    from domainqa.modeling import resolve_model_path
+    from domainqa.embedded import resolve_model_path
 
     if settings.model and not settings.tiny:
         return AutoModelForCausalLM.from_pretrained(resolve_model_path(settings.model), dtype=dtype,
@@ -122,7 +122,7 @@ def build_model(settings: Settings, dtype: torch.dtype, attn: str):
 
 
 def load_tokenizer():
-    from domainqa.modeling import EMBEDDED_MODEL
+    from domainqa.embedded import EMBEDDED_MODEL
     from domainqa.modeling import load_tokenizer as load
 
     return load(EMBEDDED_MODEL)
@@ -224,7 +224,7 @@ def batch_stats(inputs: dict) -> torch.Tensor:
 
 def counting_trainer_class():
     """AnswerLossSFTTrainer that adds each micro-batch's STATS into a device tensor."""
-    from domainqa.trainer import AnswerLossSFTTrainer
+    from domainqa.families.causal_lm import AnswerLossSFTTrainer
 
     class CountingTrainer(AnswerLossSFTTrainer):
         stats: torch.Tensor | None = None
@@ -292,8 +292,8 @@ def training_args(settings: Settings, spec: dict, output_dir: str):
 
 def training_items(settings: Settings, tokenizer):
     from domainqa.data import load_task_data
+    from domainqa.families.causal_lm import training_dataset
     from domainqa.prompts import PromptFormat
-    from domainqa.runs import training_dataset
 
     items = load_task_data(os.environ.get("PUBMEDQA_PATH"))["train"][: settings.items]
     return training_dataset(items, PromptFormat("chat", tokenizer))
@@ -312,7 +312,7 @@ def unavailable_reason(settings: Settings, spec: dict) -> str | None:
 
 def train_variant(name: str, settings: Settings, tokenizer, dataset, workdir: str) -> dict:
     """Train one variant for its warm-up and timed steps; its throughput, FLOP rate and loss."""
-    from domainqa.modeling import build_peft_config
+    from domainqa.families.causal_lm import build_peft_config
 
     spec = VARIANTS[name]
     if reason := unavailable_reason(settings, spec):
@@ -435,7 +435,7 @@ def timed_items(run, items: list, batch_size: int, budget_s: float, device: str)
 
 
 def scoring_model(settings: Settings, adapter: str | None, dtype: str):
-    from domainqa.modeling import load_for_inference
+    from domainqa.families.causal_lm import load_for_inference
 
     if settings.model and not settings.tiny:
         model, tokenizer = load_for_inference(settings.model, adapter, dtype)
@@ -496,7 +496,7 @@ def scoring_table(result: dict) -> str:
 def check_run(output_dir: str, model: str) -> dict:
     """Did a short train.py run learn (mean loss of the last two logged steps below the first two) and save an
     adapter that reloads and changes the model's output?"""
-    from domainqa.modeling import load_for_inference
+    from domainqa.families.causal_lm import load_for_inference
 
     state = json.loads((Path(output_dir) / "trainer_state.json").read_text())
     losses = [e["loss"] for e in state["log_history"] if "loss" in e]

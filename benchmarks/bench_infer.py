@@ -22,8 +22,9 @@ import torch  # noqa: E402
 
 from domainqa import inference  # noqa: E402
 from domainqa.data import LABELS, load_task_data  # noqa: E402
+from domainqa.embedded import EMBEDDED_MODEL
+from domainqa.families.causal_lm import load_for_inference  # noqa: E402
 from domainqa.metrics import official_scores  # noqa: E402
-from domainqa.modeling import EMBEDDED_MODEL, load_for_inference  # noqa: E402
 from domainqa.prompts import PromptFormat  # noqa: E402
 
 

@@ -42,10 +42,10 @@ def make_trainer(variant: str, examples: int, batch_size: int, output_dir: str):
 
     from domainqa.arguments import TrainingArguments
     from domainqa.data import load_task_data
-    from domainqa.modeling import EMBEDDED_MODEL, build_peft_config, load_model, load_tokenizer
+    from domainqa.embedded import EMBEDDED_MODEL
+    from domainqa.families.causal_lm import AnswerLossSFTTrainer, build_peft_config, training_dataset
+    from domainqa.modeling import load_model, load_tokenizer
     from domainqa.prompts import PromptFormat
-    from domainqa.runs import training_dataset
-    from domainqa.trainer import AnswerLossSFTTrainer
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(EMBEDDED_MODEL)

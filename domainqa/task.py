@@ -11,17 +11,13 @@ run_config.yaml records it so that infer.py and evaluate.py use the same one.
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Literal
 
 from .config import UsageError
-from .data import LABELS, NUM_OFFICIAL_FOLDS, SPLITS, DataError, Example, load_task_data, read_examples, test_leaks
-from .io import atomic_write_json
-from .run_folder import DATA_SPLIT, is_lock_owner
+from .data import LABELS, NUM_OFFICIAL_FOLDS, SPLITS, DataError, Example, load_task_data, read_examples, refuse_leaks
 
 CUSTOM_SPLIT = "custom"
 ALL_SPLITS = (*SPLITS, CUSTOM_SPLIT)
@@ -106,8 +102,11 @@ class DataSpec:
         """{field: the data set's column for it, or None}."""
         return {name: getattr(self, key) for name, key in COLUMN_KEYS.items()}
 
+    def __post_init__(self) -> None:
+        self.check_spec()
+
     def check_spec(self) -> None:
-        """ValueError (one line) for a spec that cannot be used, before any data loads."""
+        """ValueError (one line) for a spec that cannot be used, before any data loads: the one check of it."""
         if self.split not in ALL_SPLITS:
             raise ValueError(f"split must be one of {', '.join(ALL_SPLITS)}, got {self.split!r}")
         if not 0 <= self.fold < NUM_OFFICIAL_FOLDS:
@@ -181,7 +180,6 @@ def load_task(spec: DataSpec, train_data: str | None = None) -> Task:
 
     Every problem is a DataError in one line naming the file (and row): a missing column, a label outside
     the set, an empty part, a test item among the training or validation items."""
-    spec.check_spec()
     if spec.split != CUSTOM_SPLIT:
         return Task(load_task_data(spec.dataset_path, spec.split, spec.fold, train_data), LABELS)
     task = custom_task(spec)
@@ -220,22 +218,11 @@ def custom_task(spec: DataSpec) -> Task:
     return Task({part: parts[part] for part in PARTS}, labels, seeded)
 
 
-def refuse_leaks(where: str, training: list[Example], test: list[Example], part: str) -> None:
-    """Training rows that are test items (same id, a source_id naming one, or the same question and
-    context) stop the run: a score on items the model trained on is no result."""
-    leaked = test_leaks(training, test)
-    if leaked:
-        raise DataError(
-            f"{where}: {len(leaked)} training row(s) are, or come from, {part} items: "
-            + ", ".join(sorted(set(leaked.values()))[:20])
-        )
-
-
 def known_labels(spec: DataSpec) -> tuple[str, ...] | None:
     """The label set as far as it is known before any data loads (None: it is read off the data)."""
     if spec.split != CUSTOM_SPLIT:
         return LABELS
-    return tuple(checked_labels(spec.labels)) if spec.labels else None
+    return tuple(spec.labels) if spec.labels else None
 
 
 def fallback_label(value: str | None, labels: tuple[str, ...]) -> str:
@@ -247,40 +234,3 @@ def fallback_label(value: str | None, labels: tuple[str, ...]) -> str:
         raise UsageError(f"invalid argument: --unparsed_fallback: invalid choice: {value!r} (choose from "
                          f"{', '.join(labels)})")  # fmt: skip
     return value
-
-
-# --------------------------------------------------------------------------------- the record of a split
-
-
-def split_record(task: Task) -> dict | None:
-    """What a seeded split made: its seed, label set and the ids of every part (None for given parts)."""
-    if task.seeded is None:
-        return None
-    ids = {part: [e["id"] for e in task.parts[part]] for part in PARTS}
-    return {**task.seeded, "labels": list(task.labels), **ids}
-
-
-def record_split(folder: str | Path, task: Task) -> None:
-    """Write the split a seed made into the run folder (main process)."""
-    record = split_record(task)
-    if record is not None and is_lock_owner():
-        atomic_write_json(Path(folder) / DATA_SPLIT, record)
-
-
-def check_recorded_split(folder: str | Path | None, task: Task) -> None:
-    """A run folder's recorded split must be the one made now: the same test items, else the scores would
-    count items the model trained on (an edited data file, another seed)."""
-    path = Path(folder) / DATA_SPLIT if folder else None
-    if path is None or not path.is_file():
-        return
-    try:
-        recorded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: unreadable ({e})") from None
-    current = split_record(task) or {}
-    for part in ("test", "validation"):  # train_data may stand in for the train part
-        if recorded.get(part) != current.get(part):
-            raise UsageError(
-                f"{path}: the {part} part differs from the one this run was trained with (edited data, another "
-                "split_seed, test_size or test_data); use the training run's data set spec"
-            )

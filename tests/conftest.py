@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from domainqa.modeling import embedded_model_path
+from domainqa.embedded import embedded_model_path
 from tests.fake_hub import serve_fake_hub
 
 REPO = Path(__file__).resolve().parents[1]

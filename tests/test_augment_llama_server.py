@@ -22,7 +22,7 @@ import pytest
 
 from augment.__main__ import main
 from augment.prompts import output_schema, without_max_lengths
-from domainqa.modeling import EMBEDDED_GGUF, EMBEDDED_PACKAGE
+from domainqa.embedded import EMBEDDED_GGUF, EMBEDDED_PACKAGE
 from tests.test_augment_smollm2 import cached_answers, satisfies
 
 pytestmark = [

@@ -20,22 +20,22 @@ import evaluate
 import infer
 import train
 from domainqa.cards import model_card
-from domainqa.classifier import (
-    EMBEDDED_ENCODER,
+from domainqa.config import UsageError
+from domainqa.data import LABELS, load_task_data
+from domainqa.embedded import EMBEDDED_ENCODER, embedded_encoder_path
+from domainqa.families import task_type_of
+from domainqa.families.classifier import (
+    classification_loss,
     classify,
-    embedded_encoder_path,
     encode,
     load_classifier,
     load_classifier_for_inference,
     model_max_length,
-    uses_classifier,
 )
-from domainqa.classifier_training import balanced_label_weights, classification_loss
-from domainqa.config import UsageError
-from domainqa.data import load_task_data
 from domainqa.metrics import official_scores
 from domainqa.modeling import load_tokenizer
 from domainqa.probe_head import head_inputs
+from domainqa.training import balanced_weights
 from tests.test_pipeline import infer_args, train_args
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,21 +161,23 @@ def test_class_weighted_loss_over_an_accumulated_batch():
     torch.testing.assert_close(classification_loss(None)({"logits": logits}, labels), per_item.new_tensor(
         torch.nn.functional.cross_entropy(logits, labels).item()))  # fmt: skip
     items = [{"final_decision": d} for d in ["yes"] * 6 + ["no"] * 3 + ["maybe"]]
-    torch.testing.assert_close(balanced_label_weights(items), torch.tensor([10 / 18, 10 / 9, 10 / 3]))
+    assert balanced_weights(items, LABELS) == pytest.approx({"yes": 10 / 18, "no": 10 / 9, "maybe": 10 / 3})
+    assert balanced_weights(items[:9], LABELS)["maybe"] == 0  # absent from training: weighs nothing
 
 
 def test_task_type_detection(tmp_path, tiny_bert, tiny_llama):
-    assert uses_classifier(None, EMBEDDED_ENCODER)
-    assert uses_classifier(None, str(tiny_bert)) and not uses_classifier(None, str(tiny_llama))
-    assert not uses_classifier("causal_lm", str(tiny_bert)) and uses_classifier("sequence_classification", "a/b")
-    assert not uses_classifier(None, "michiyasunaga/BioLinkBERT-base")  # Hub ids are not looked up: set task_type
+    classifier = "sequence_classification"
+    assert task_type_of(None, EMBEDDED_ENCODER) == classifier
+    assert task_type_of(None, str(tiny_bert)) == classifier and task_type_of(None, str(tiny_llama)) == "causal_lm"
+    assert task_type_of("causal_lm", str(tiny_bert)) == "causal_lm" and task_type_of(classifier, "a/b") == classifier
+    assert task_type_of(None, "michiyasunaga/BioLinkBERT-base") == "causal_lm"  # Hub ids are not looked up
 
 
 @pytest.mark.parametrize(
     "script, args, message",
     [
         ("train.py", ["--peft_method", "prefix"], "peft_method prefix is for causal LMs"),
-        ("train.py", ["--task_type", "encoder"], "task_type must be one of causal_lm, sequence_classification"),
+        ("train.py", ["--task_type", "encoder"], "--task_type/--task-type: invalid choice: 'encoder'"),
         ("infer.py", ["--mode", "generate", "--adapter_path", "{run}"], "mode generate needs a causal LM"),
         ("infer.py", ["--output_dir", "{empty}"], "a sequence classifier needs a trained model"),
         ("train.py", ["--num_hidden_layers", "3"], "num_hidden_layers 3: the model has 2 layers"),
@@ -214,7 +216,7 @@ def test_embedded_encoder_loads_and_classifies(pqal_path):
     tokenizer = load_tokenizer(EMBEDDED_ENCODER)
     tokenizer.model_max_length = 128
     items = load_task_data(str(pqal_path))["test"][:3]
-    rows = list(classify(model, tokenizer, None, items, batch_size=2))
+    rows = list(classify(model, tokenizer, items, batch_size=2))
     assert [r["id"] for r in rows] == [e["id"] for e in items]
     for row in rows:
         assert math.isclose(sum(math.exp(v) for v in row["label_logprobs"].values()), 1.0, rel_tol=1e-5)
@@ -260,7 +262,7 @@ def test_a_classifier_cut_to_its_first_layers_reads_that_layer(tmp_path, tiny_ll
     predicted = read_rows(out / "predictions_paper_test_score.jsonl")
     model, tokenizer = load_classifier_for_inference(str(tiny_llama), str(out), "float32", num_hidden_layers=1)
     items = load_task_data(str(pqal_path))["test"][:6]
-    expected = list(classify(model, tokenizer, None, items, batch_size=3))
+    expected = list(classify(model, tokenizer, items, batch_size=3))
     for row, want in zip(predicted, expected, strict=True):
         assert row["label_logprobs"] == pytest.approx(want["label_logprobs"], abs=1e-5)
     with pytest.raises(UsageError, match="num_hidden_layers=2 but .* was trained with num_hidden_layers=1"):

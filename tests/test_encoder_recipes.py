@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, TrainingArguments, pipeline_keys
-from domainqa.classifier import EMBEDDED_ENCODER, check_classifier_settings, uses_classifier
 from domainqa.config import RecipeError, parse_args
+from domainqa.embedded import EMBEDDED_ENCODER
+from domainqa.families import family_for
+from domainqa.families.classifier import SequenceClassifier
 
 RECIPES = sorted((Path(__file__).resolve().parents[1] / "recipes" / "encoders").glob("*.yaml"))
 ANCHORS = {
@@ -29,8 +31,10 @@ def test_encoder_recipe_parses_for_train_and_infer(recipe):
                                        shared_keys=pipeline_keys())  # fmt: skip
     _, _, inference = parse_args(ModelArguments, DataArguments, InferenceArguments, args=[str(recipe)],
                                  shared_keys=pipeline_keys())  # fmt: skip
-    assert uses_classifier(model.task_type, model.model_name_or_path)
-    check_classifier_settings(model.peft_method, training.loss_on, inference.mode)
+    family = family_for(model, data)
+    assert isinstance(family, SequenceClassifier)
+    family.check_training(training)
+    family.check_inference(inference, trained=training.output_dir)
     assert model.model_name_or_path == ANCHORS.get(recipe.stem, EMBEDDED_ENCODER)
     assert training.output_dir == inference.output_dir == f"outputs/encoders/{recipe.stem}"
     assert training.max_length <= 512  # the encoders' position tables

@@ -24,6 +24,7 @@ import infer
 import train
 from domainqa.config import run_main
 from domainqa.data import DataError, load_task_data
+from domainqa.families import causal_lm
 from domainqa.io import atomic_write_text
 from domainqa.run_folder import (
     FINGERPRINT,
@@ -60,13 +61,13 @@ def no_model_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr(train, "load_model", refuse)
-    monkeypatch.setattr(infer, "load_for_inference", refuse)
+    monkeypatch.setattr(causal_lm, "load_model", refuse)
+    monkeypatch.setattr(causal_lm, "load_for_inference", refuse)
 
 
 def interrupt_after(monkeypatch, rows: int) -> None:
     """Make infer.py's scoring stop (as a kill would) after `rows` rows were written."""
-    real = infer.score_labels
+    real = causal_lm.score_labels
 
     def interrupted(model, tokenizer, fmt, items, batch_size):
         for n, row in enumerate(real(model, tokenizer, fmt, items, batch_size)):
@@ -74,7 +75,7 @@ def interrupt_after(monkeypatch, rows: int) -> None:
                 raise KeyboardInterrupt
             yield row
 
-    monkeypatch.setattr(infer, "score_labels", interrupted)
+    monkeypatch.setattr(causal_lm, "score_labels", interrupted)
 
 
 def predictions(out: Path) -> tuple[bytes, list[dict]]:

@@ -17,8 +17,7 @@ import pytest
 from datasets import Dataset
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from domainqa.data import DataError, read_examples, split_pubmedqa
-from domainqa.hub_data import HubDataset, parse_hub_dataset
+from domainqa.data import DataError, HubDataset, parse_hub_dataset, read_examples, split_pubmedqa
 from domainqa.hub_upload import push_dataset
 from tests.fake_hub import COMMIT, serve_fake_hub
 from tests.test_pipeline import train_args

@@ -3,8 +3,9 @@ import torch
 from peft import get_peft_model
 
 from domainqa.data import load_pubmedqa, paper_split
+from domainqa.families.causal_lm import build_peft_config
 from domainqa.inference import _label_token_ids, _score_batch_full, generate_answers, longest_first, score_labels
-from domainqa.modeling import build_peft_config, load_model, load_tokenizer
+from domainqa.modeling import load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
 
 

@@ -17,6 +17,7 @@ import infer
 import train
 from domainqa.config import RecipeError
 from domainqa.data import DataError, load_pubmedqa, paper_split
+from domainqa.families import causal_lm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -132,7 +133,7 @@ def test_bad_training_data_stops_before_touching_earlier_outputs(tmp_path, tiny_
 
 def test_inference_resumes_where_it_was_interrupted(tmp_path, tiny_llama, pqal_path, monkeypatch):
     out = tmp_path / "run"
-    real = infer.score_labels
+    real = causal_lm.score_labels
     seen = []
 
     def interrupted(model, tokenizer, fmt, items, batch_size):
@@ -141,7 +142,7 @@ def test_inference_resumes_where_it_was_interrupted(tmp_path, tiny_llama, pqal_p
                 raise KeyboardInterrupt
             yield row
 
-    monkeypatch.setattr(infer, "score_labels", interrupted)
+    monkeypatch.setattr(causal_lm, "score_labels", interrupted)
     with pytest.raises(KeyboardInterrupt):
         infer.main(*infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))))
     assert not (out / "predictions_paper_test_score.json").exists()
@@ -150,7 +151,7 @@ def test_inference_resumes_where_it_was_interrupted(tmp_path, tiny_llama, pqal_p
         seen.extend(e["id"] for e in items)
         yield from real(model, tokenizer, fmt, items, batch_size)
 
-    monkeypatch.setattr(infer, "score_labels", counting)
+    monkeypatch.setattr(causal_lm, "score_labels", counting)
     # A setting that does not change predictions (the batch size) does not restart the work.
     meta = infer.main(
         *infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama), "--batch_size", "2"))

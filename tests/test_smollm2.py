@@ -9,7 +9,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 import train
-from domainqa.modeling import EMBEDDED_GGUF, EMBEDDED_MODEL, load_model, load_tokenizer, resolve_model_path
+from domainqa.embedded import EMBEDDED_GGUF, EMBEDDED_MODEL, resolve_model_path
+from domainqa.modeling import load_model, load_tokenizer
 
 pytestmark = pytest.mark.slow
 

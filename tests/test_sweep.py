@@ -9,6 +9,7 @@ import yaml
 import infer
 import sweep
 import train
+from domainqa.families import causal_lm
 from sweeps.plan import SweepArguments, SweepError, build_points
 
 
@@ -101,7 +102,7 @@ def test_series_runs_skips_finished_points_and_writes_table_and_figure(tmp_path,
 
 def test_interrupted_point_resumes_without_retraining(tmp_path, tiny_llama, pqal_path, counted, monkeypatch):
     path = write_sweep(tmp_path, tiny_llama, pqal_path, parameter="lora_alpha", values=[4, 8])
-    real = infer.score_labels
+    real = causal_lm.score_labels
     scored = []
 
     def interrupted(model, tokenizer, fmt, items, batch_size):
@@ -111,7 +112,7 @@ def test_interrupted_point_resumes_without_retraining(tmp_path, tiny_llama, pqal
             scored.append(row["id"])
             yield row
 
-    monkeypatch.setattr(infer, "score_labels", interrupted)
+    monkeypatch.setattr(causal_lm, "score_labels", interrupted)
     with pytest.raises(KeyboardInterrupt):
         sweep.main(*sweep.parse_args(sweep_args(path, tmp_path)))
     second = tmp_path / "out" / "tiny" / "lora_alpha-8"
@@ -124,7 +125,7 @@ def test_interrupted_point_resumes_without_retraining(tmp_path, tiny_llama, pqal
     assert 'Unfinished points ("not run" in the tables): lora_alpha-8' in table.read_text()
     assert "| 8 | not run | not run |" in table.read_text()
 
-    monkeypatch.setattr(infer, "score_labels", real)
+    monkeypatch.setattr(causal_lm, "score_labels", real)
     result = sweep.main(*sweep.parse_args(sweep_args(path, tmp_path)))
     assert result["status"] == {"lora_alpha-4": "skipped", "lora_alpha-8": "ran"}
     assert counted["train"] == 2  # training of the interrupted point was finished: not repeated

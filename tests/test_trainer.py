@@ -4,10 +4,9 @@ from trl import SFTTrainer
 
 from domainqa.arguments import TrainingArguments
 from domainqa.data import load_task_data
-from domainqa.modeling import build_peft_config, load_model, load_tokenizer
+from domainqa.families.causal_lm import AnswerLossSFTTrainer, build_peft_config, training_dataset
+from domainqa.modeling import load_model, load_tokenizer
 from domainqa.prompts import PromptFormat
-from domainqa.runs import training_dataset
-from domainqa.trainer import AnswerLossSFTTrainer
 
 
 @pytest.mark.parametrize(

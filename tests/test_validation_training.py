@@ -8,12 +8,14 @@ import torch
 
 import infer
 import train
-from domainqa.data import load_task_data
+from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments
+from domainqa.data import LABELS, load_task_data
+from domainqa.families.causal_lm import CausalLM
 from domainqa.inference import label_token_ids
 from domainqa.metrics import official_scores
 from domainqa.modeling import load_tokenizer
 from domainqa.prompts import PromptFormat
-from domainqa.trainer import balanced_class_weights
+from domainqa.training import balanced_weights
 from tests.test_pipeline import REPO, train_args
 
 
@@ -62,23 +64,23 @@ def test_label_only_pair_is_what_scoring_reads(tiny_llama, pqal_path):
         PromptFormat("chat", tokenizer, "reasoning").training_pair(example, loss_on="label")
 
 
-def test_balanced_class_weights(tiny_llama, pqal_path):
-    tokenizer = load_tokenizer(str(tiny_llama))
-    fmt = PromptFormat("chat", tokenizer)
+def test_balanced_class_weights_on_the_decision_token(tiny_llama, pqal_path):
     items = load_task_data(str(pqal_path))["train"]  # 243 yes, 142 no, 65 maybe
-    weights = balanced_class_weights(tokenizer, fmt, items)
-    tokens = label_token_ids(tokenizer, fmt, items[0])
-    assert weights[tokens["yes"]] == pytest.approx(450 / (3 * 243))
-    assert weights[tokens["maybe"]] == pytest.approx(450 / (3 * 65))
+    weights = balanced_weights(items, LABELS)
+    assert weights["yes"] == pytest.approx(450 / (3 * 243)) and weights["maybe"] == pytest.approx(450 / (3 * 65))
     counts = {"yes": 243, "no": 142, "maybe": 65}
-    assert sum(weights[tokens[label]] * n for label, n in counts.items()) == pytest.approx(450)
+    assert sum(weights[label] * n for label, n in counts.items()) == pytest.approx(450)
+    model_args, data_args = ModelArguments(model_name_or_path=str(tiny_llama)), DataArguments()
+    family = CausalLM(model_args, data_args)
+    family.training_data(TrainingArguments(output_dir="unused", class_weighted_loss=True), LABELS, items, items[:2])
+    tokens = label_token_ids(family.tokenizer, family.prompt_format, items[0])
+    assert family.class_weights == {tokens[label]: weights[label] for label in LABELS}
 
 
 def test_class_weights_scale_the_decision_tokens_loss(tmp_path, tiny_llama, pqal_path):
     from domainqa.arguments import TrainingArguments
-    from domainqa.modeling import build_peft_config, load_model
-    from domainqa.runs import training_dataset
-    from domainqa.trainer import AnswerLossSFTTrainer
+    from domainqa.families.causal_lm import AnswerLossSFTTrainer, build_peft_config, training_dataset
+    from domainqa.modeling import load_model
 
     tokenizer = load_tokenizer(str(tiny_llama))
     fmt = PromptFormat("chat", tokenizer)
