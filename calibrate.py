@@ -17,9 +17,9 @@ from pathlib import Path
 from domainqa import config
 from domainqa.arguments import DataArguments, pipeline_keys
 from domainqa.calibration import CALIBRATION_FILE, fit_calibration, save_calibration
-from domainqa.config import UsageError, run_cli
+from domainqa.config import UsageError, run_cli, setup_logging
+from domainqa.data_spec import load_parts
 from domainqa.predictions import read_complete_rows
-from domainqa.task import load_task
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +46,14 @@ def parse_args(
 
 def main(data_args: DataArguments, calibration_args: CalibrationArguments) -> dict:
     """Fit the calibration and save it into the run folder; returns it."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     path = Path(calibration_args.predictions)
     rows, _ = read_complete_rows(path)
     rows = [r for r in rows if "label_logprobs" in r]
     if not rows:
         raise UsageError(f"{path}: no label scores; run infer.py with --mode score on training or validation items")
-    task = load_task(data_args)
-    parts = task.parts
+    data = load_parts(data_args)
+    parts = data.parts
     by_id = {e["id"]: (name, e) for name in ("train", "validation", "test") for e in parts[name]}
     unknown = [r["id"] for r in rows if r["id"] not in by_id]
     if unknown:
@@ -61,7 +61,7 @@ def main(data_args: DataArguments, calibration_args: CalibrationArguments) -> di
     items = [by_id[r["id"]][1] for r in rows]
     fitted_on = "+".join(sorted({by_id[r["id"]][0] for r in rows}))
     test_ids = {e["id"] for e in parts["test"]}
-    calibration = fit_calibration(rows, items, fitted_on, test_ids, task.labels)
+    calibration = fit_calibration(rows, items, fitted_on, test_ids, data.labels)
     calibration["predictions"] = str(path)
     folder = calibration_args.output_dir or str(path.parent)
     save_calibration(folder, calibration)

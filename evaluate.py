@@ -12,10 +12,10 @@ from __future__ import annotations
 from domainqa import config
 from domainqa.arguments import DataArguments, EvaluationArguments, pipeline_keys
 from domainqa.config import UsageError, run_cli
+from domainqa.data_spec import infer_labels, known_labels, load_parts
 from domainqa.io import atomic_write_json
 from domainqa.metrics import evaluate_predictions, format_difference, paired_bootstrap
 from domainqa.predictions import read_predictions
-from domainqa.task import infer_labels, known_labels, load_task
 
 
 def ground_truth(data_args: DataArguments, eval_args: EvaluationArguments) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -28,8 +28,8 @@ def ground_truth(data_args: DataArguments, eval_args: EvaluationArguments) -> tu
             examples = [{"final_decision": label} for label in truth.values()]
             labels = infer_labels(examples, eval_args.ground_truth_file)
         return truth, labels
-    task = load_task(data_args)
-    return {e["id"]: e["final_decision"] for e in task[eval_args.eval_split]}, task.labels
+    data = load_parts(data_args)
+    return {e["id"]: e["final_decision"] for e in data[eval_args.eval_split]}, data.labels
 
 
 def markdown_table(results: dict[str, dict]) -> str:

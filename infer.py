@@ -26,6 +26,7 @@ from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments
 from domainqa.calibration import calibrate_rows, load_calibration
 from domainqa.config import UsageError, run_cli, setup_logging
 from domainqa.data import FIELDS
+from domainqa.data_spec import fallback_label, known_labels, load_parts
 from domainqa.families import family_for
 from domainqa.hub_access import ModelSource, model_folder
 from domainqa.io import atomic_write_json
@@ -46,7 +47,6 @@ from domainqa.run_folder import (
     predictions_name,
     release_run_folder,
 )
-from domainqa.task import fallback_label, known_labels, load_task
 
 logger = logging.getLogger(__name__)
 
@@ -119,10 +119,10 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     align_with_training(model_args, data_args, trained, local)
     family = family_for(model_args, data_args, local)
     family.check_inference(infer_args, trained)
-    task = load_task(data_args)
-    infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, task.labels)
-    check_recorded_split(local, task)
-    items = task[infer_args.eval_split][: data_args.max_eval_samples]
+    data = load_parts(data_args)
+    infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, data.labels)
+    check_recorded_split(local, data)
+    items = data[infer_args.eval_split][: data_args.max_eval_samples]
     lock_run_folder(infer_args.output_dir, "infer.py")  # the main process, before any process writes
     state.wait_for_everyone()
     if trained is None:
@@ -144,7 +144,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     partial = partial_file(stem, state.process_index)
     read_partial(partial, resume_key(settings), infer_args.overwrite_output_dir)  # refuses a changed run now
 
-    predict = family.predictor(local, task.labels, infer_args, state.device, items[0])
+    predict = family.predictor(local, data.labels, infer_args, state.device, items[0])
     start = time.perf_counter()
     with state.split_between_processes(items) as shard:
         done = start_partial(partial, resume_key(settings), infer_args.overwrite_output_dir)
@@ -163,7 +163,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     rows = [{**done[e["id"]], "label": e["final_decision"]} for e in items]
     write_predictions(stem, rows, infer_args.unparsed_fallback)
     files = {kind: str(path) for kind, path in predictions_files(stem).items()}
-    calibration = load_calibration(infer_args.output_dir, task.labels) if infer_args.mode == "score" else None
+    calibration = load_calibration(infer_args.output_dir, data.labels) if infer_args.mode == "score" else None
     if calibration and write_calibrated_predictions(stem, rows, calibration, infer_args.unparsed_fallback):
         calibrated = predictions_files(calibrated_stem(stem)).items()
         files.update({f"calibrated_{kind}": str(path) for kind, path in calibrated})

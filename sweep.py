@@ -11,10 +11,8 @@ results/<name>. The definition format is in sweeps/plan.py.
 
 from __future__ import annotations
 
-import logging
-
 from domainqa import config
-from domainqa.config import run_cli
+from domainqa.config import run_cli, setup_logging
 from sweeps.plan import SweepArguments
 from sweeps.runner import run_sweep
 
@@ -26,7 +24,7 @@ def parse_args(args: list[str] | None = None) -> tuple[SweepArguments]:
 
 def main(sweep_args: SweepArguments) -> dict:
     """Run the sweep; returns its results (with each point's status)."""
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    setup_logging()
     return run_sweep(sweep_args)
 
 

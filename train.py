@@ -16,9 +16,9 @@ from transformers import set_seed
 from domainqa import config
 from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments, pipeline_keys
 from domainqa.config import run_cli, setup_logging
+from domainqa.data_spec import load_parts
 from domainqa.families import family_for
 from domainqa.run_folder import record_split, resume_point
-from domainqa.task import load_task
 from domainqa.training import early_stopping, finish_training, take_hub_release
 
 logger = logging.getLogger(__name__)
@@ -46,15 +46,15 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Tr
     family = family_for(model_args, data_args)
     family.check_training(training_args)
     callbacks = early_stopping(training_args)
-    task = load_task(data_args, data_args.train_data)  # an inferred label set goes into data_args.labels
-    train_items = task["train"][: data_args.max_train_samples]
-    validation_items = task["validation"][: data_args.max_eval_samples]
-    train_and_eval = family.training_data(training_args, task.labels, train_items, validation_items)
+    data = load_parts(data_args, data_args.train_data)  # an inferred label set goes into data_args.labels
+    train_items = data["train"][: data_args.max_train_samples]
+    validation_items = data["validation"][: data_args.max_eval_samples]
+    train_and_eval = family.training_data(training_args, data.labels, train_items, validation_items)
     logger.info("Training on %d examples, validating on %d", len(train_items), len(validation_items))
 
     # Resume only a run made under the same fingerprint; the main process locks the folder and decides first.
     checkpoint = resume_point(model_args, data_args, training_args, train_items, validation_items)
-    record_split(training_args.output_dir, task)
+    record_split(training_args.output_dir, data)
 
     trainer = family.trainer(training_args, train_and_eval, callbacks, resuming=checkpoint is not None)
     result = trainer.train(resume_from_checkpoint=checkpoint)

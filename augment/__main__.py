@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 
-from domainqa.config import EXIT_USAGE, parse_args, run_cli
+from domainqa.config import EXIT_USAGE, parse_args, run_cli, setup_logging
 
 from .arguments import AugmentArguments
 from .batch import BatchPending
@@ -21,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     """One run; returns 0, or EXIT_BATCH_PENDING while a Batch API job is still running. Bad input raises
     AugmentError (a UsageError), which `run_cli` reports in one line."""
     (args,) = parse_args(AugmentArguments, args=argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level.upper())
     for noisy in ("openai", "httpx", "httpx2", "httpcore", "httpcore2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # request logs may carry headers
     try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from domainqa.config import UsageError
+from domainqa.data_spec import ALL_SPLITS, DataSpec
 from domainqa.embedded import EMBEDDED_MODEL
-from domainqa.task import ALL_SPLITS, DataSpec
 
 from .prompts import PROMPT_VERSION, PROMPT_VERSIONS
 

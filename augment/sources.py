@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from domainqa.data import LABELS, PUBMEDQA_ENV, DataError, Example, load_pubmedqa, read_examples, split_pubmedqa
-from domainqa.task import CUSTOM_SPLIT, load_task
+from domainqa.data_spec import CUSTOM_SPLIT, load_parts
 
 from .arguments import AugmentArguments, AugmentError
 from .validation import LeakIndex
@@ -60,10 +60,10 @@ def load_sources(args: AugmentArguments) -> tuple[list[Example], LeakIndex, dict
 
 def own_sources(args: AugmentArguments) -> tuple[list[Example], LeakIndex, dict]:
     try:
-        task = load_task(args)
+        data = load_parts(args)
     except DataError as e:
         raise AugmentError(f"cannot use the dataset: {e}") from None
-    return checked_sources(args, args.dataset_path, task["train"], task["test"], "train part of your data set")
+    return checked_sources(args, args.dataset_path, data["train"], data["test"], "train part of your data set")
 
 
 def checked_sources(

@@ -6,7 +6,7 @@ The server (tests/openai_server.py) answers every chat request after a fixed lat
 - augment with --max_concurrency 32;
 - augment with a requests-per-minute limit: the share of the limit actually used, and no item lost.
 
-Usage: python benchmarks/bench_augment.py [--pqal PATH] [--items 200] [--rpm 600] [--output FILE]
+Usage: python -m benchmarks.bench_augment [--pqal PATH] [--items 200] [--rpm 600] [--output FILE]
 """
 
 from __future__ import annotations
@@ -15,20 +15,19 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from openai import OpenAI
+
+from augment.arguments import AugmentArguments
+from augment.runner import execute, make_request
+from domainqa.config import setup_logging
+from domainqa.data import PUBMEDQA_ENV, read_examples, split_pubmedqa
+from tests.openai_server import FakeOpenAI
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-from openai import OpenAI  # noqa: E402
-from openai_server import FakeOpenAI  # noqa: E402
-
-from augment.arguments import AugmentArguments  # noqa: E402
-from augment.runner import execute, make_request  # noqa: E402
-from domainqa.data import read_examples, split_pubmedqa  # noqa: E402
 
 LATENCY = 0.2
 PAUSE = 1.0
@@ -60,7 +59,9 @@ def augment_run(server: FakeOpenAI, pqal: Path, items: int, **flags) -> tuple[di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--pqal", default=os.environ.get("PUBMEDQA_PATH", REPO.parent / "shared/pubmedqa/ori_pqal.json")
+        "--pqal",
+        default=os.environ.get(PUBMEDQA_ENV),
+        help=f"PQA-L file (default ${PUBMEDQA_ENV}, which scripts/setup.sh sets)",
     )
     parser.add_argument("--items", type=int, default=200, help="items for the concurrent run (at most 450)")
     parser.add_argument("--baseline_items", type=int, default=5)
@@ -71,7 +72,7 @@ def main() -> None:
     opts = parser.parse_args()
     import logging
 
-    logging.basicConfig(level=logging.WARNING)
+    setup_logging(logging.WARNING)
     pqal = Path(opts.pqal)
     results: dict = {"latency_s": LATENCY, "pause_s": PAUSE}
     with FakeOpenAI(latency=LATENCY) as server:

@@ -7,7 +7,7 @@ longest answer in the batch), answer tokens (padding excluded), tokens/s and sec
 ratio is constrained over free seconds per step, since a free answer may stop early (or ramble) where
 the constrained one does not, and tokens/s then compares different amounts of work.
 
-Usage: python benchmarks/bench_augment_local.py [--batch_sizes 8] [--max_tokens 128] [--repeats 2]
+Usage: python -m benchmarks.bench_augment_local [--batch_sizes 8] [--max_tokens 128] [--repeats 2]
        [--kind rewrite] [--pqal PATH] [--output FILE]
 """
 
@@ -17,20 +17,18 @@ import argparse
 import asyncio
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from augment.arguments import AugmentArguments
+from augment.backends import TransformersBackend, TransformersSettings
+from augment.requests import Request
+from augment.runner import make_request
+from domainqa.data import PUBMEDQA_ENV, read_examples, split_pubmedqa
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO)]
-
-import torch  # noqa: E402
-
-from augment.arguments import AugmentArguments  # noqa: E402
-from augment.backends import TransformersBackend, TransformersSettings  # noqa: E402
-from augment.requests import Request  # noqa: E402
-from augment.runner import make_request  # noqa: E402
-from domainqa.data import read_examples, split_pubmedqa  # noqa: E402
 
 
 def requests_for(args: AugmentArguments, pqal: str, kind: str, count: int) -> list[Request]:
@@ -89,7 +87,7 @@ def bench(backend: TransformersBackend, constrained: list[Request], repeats: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    default_pqal = os.environ.get("PUBMEDQA_PATH", str(REPO.parent / "shared/pubmedqa/ori_pqal.json"))
+    default_pqal = os.environ.get(PUBMEDQA_ENV)
     parser.add_argument("--pqal", default=default_pqal)
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[8])
     parser.add_argument("--max_tokens", type=int, default=128)

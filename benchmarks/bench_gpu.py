@@ -1,10 +1,10 @@
 """GPU throughput of training and scoring, with model FLOP utilisation (MFU) against the chip's own measured
 bf16 matrix-multiply rate, plus a check that a short training run learned and saved a reloadable adapter.
 
-    python benchmarks/bench_gpu.py train [--variants all] [--out outputs/bench_gpu_train]
-    python benchmarks/bench_gpu.py score [--items 500] [--out outputs/bench_gpu_score]
-    python benchmarks/bench_gpu.py check-run OUTPUT_DIR [--model PATH]
-    python benchmarks/bench_gpu.py init-model FOLDER            # random weights, SmolLM2-135M shapes
+    python -m benchmarks.bench_gpu train [--variants all] [--out outputs/bench_gpu_train]
+    python -m benchmarks.bench_gpu score [--items 500] [--out outputs/bench_gpu_score]
+    python -m benchmarks.bench_gpu check-run OUTPUT_DIR [--model PATH]
+    python -m benchmarks.bench_gpu init-model FOLDER            # random weights, SmolLM2-135M shapes
 
 `train` runs LoRA on SmolLM2-135M over the paper's 450 training items (chat format, as train.py) for each
 variant in one process, baseline first: today's train.py GPU settings (the GPU sweep's 16 x accumulation 4,
@@ -36,10 +36,9 @@ from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # The GPU sweep's settings (recipes/sweeps/smollm2-135m-peft-gpu.yaml) are the baseline; each other variant
 # changes what its name says. They run in this order, the slow-to-start compiled ones last, so that a time cap

@@ -3,7 +3,7 @@ paper's `generate` decoding (beam search 5, repetition penalty 2.0), against sco
 context+answer in full, and score mode's batching (file order, longest first, one item at a time), on the
 same test items with the same model.
 
-    python benchmarks/bench_infer.py [--items 50] [--adapter_path RUN]   # RUN: a causal-LM LoRA run folder
+    python -m benchmarks.bench_infer [--items 50] [--adapter_path RUN]   # RUN: a causal-LM LoRA run folder
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import torch
 
-import torch  # noqa: E402
-
-from domainqa import inference  # noqa: E402
-from domainqa.data import LABELS, load_task_data  # noqa: E402
+from domainqa import inference
+from domainqa.data import LABELS, load_task_data
 from domainqa.embedded import EMBEDDED_MODEL
-from domainqa.families.causal_lm import load_for_inference  # noqa: E402
-from domainqa.metrics import official_scores  # noqa: E402
-from domainqa.prompts import PromptFormat  # noqa: E402
+from domainqa.families.causal_lm import load_for_inference
+from domainqa.metrics import official_scores
+from domainqa.prompts import PromptFormat
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def score_each_full_sequence(model, tokenizer, fmt, items, batch_size):

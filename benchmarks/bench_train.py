@@ -3,7 +3,7 @@ computing the LM head on every position, as the original research code did, agai
 training (TRL's answer-only LM head, dynamic padding, length-grouped batches); plus peak memory and
 a profile of where one step's time goes.
 
-    python benchmarks/bench_train.py [--examples 32] [--batch_size 4]
+    python -m benchmarks.bench_train [--examples 32] [--batch_size 4]
 
 Every variant trains one epoch of LoRA on SmolLM2-135M over the same examples (truncated at 512
 tokens, so all see the same tokens), interleaved in one process; peak memory is measured in a
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+
 
 BASELINE = "original: pad to 512, LM head on every position"
 VARIANTS = {  # name: (trainer, TrainingArguments set on top of the common ones)
@@ -82,7 +82,7 @@ def train_once(variant: str, examples: int, batch_size: int) -> dict:
 
 def peak_memory(variant: str, examples: int, batch_size: int) -> float:
     """Peak resident memory (GiB) of a whole training run, in a process of its own."""
-    code = (f"import sys, resource, torch; torch.set_num_threads(1); sys.path.insert(0, {str(REPO)!r}); "
+    code = (f"import sys, resource, torch; torch.set_num_threads(1); "
             f"import benchmarks.bench_train as b; b.train_once({variant!r}, {examples}, {batch_size}); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)")  # fmt: skip
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

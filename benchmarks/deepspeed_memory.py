@@ -1,6 +1,6 @@
 """Memory per GPU for fine-tuning LLaMA-7b on 8x V100 32 GB, from DeepSpeed's own estimators.
 
-    python benchmarks/deepspeed_memory.py
+    python -m benchmarks.deepspeed_memory
 
 No model is built: the parameter count and the largest layer come from LLaMA-7b's configuration. The ZeRO
 stage and offload settings are read from the shipped DeepSpeed files in accelerate_configs/. DeepSpeed's

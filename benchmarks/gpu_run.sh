@@ -113,7 +113,7 @@ tiny_flag() {
 }
 
 tiny_model() {  # a two-layer random model with the real tokenizer, for the CPU test of the script
-    [ -e "$STATE/tiny-model/config.json" ] || "$PY" benchmarks/bench_gpu.py init-model --tiny "$STATE/tiny-model"
+    [ -e "$STATE/tiny-model/config.json" ] || "$PY" -m benchmarks.bench_gpu init-model --tiny "$STATE/tiny-model"
 }
 
 setup() {
@@ -150,7 +150,7 @@ train_bench() {
     local variants=(--variants all)
     [ "$TINY" = 1 ] && variants=(--variants "train.py today: 16 x accum 4, fp32 weights + bf16 autocast, SDPA, padded"
         "64 x accum 1" "64 x 1, bf16 weights, padding-free SDPA (block-diagonal mask)" --items 8 --timed_steps 1 --seconds_per_variant 1)
-    DOMAINQA_CACHE=$SKELETON_CACHE "$PY" benchmarks/bench_gpu.py train --device "$DEVICE" $(tiny_flag) \
+    DOMAINQA_CACHE=$SKELETON_CACHE "$PY" -m benchmarks.bench_gpu train --device "$DEVICE" $(tiny_flag) \
         "${variants[@]}" --out "$STATE/bench_train"
 }
 
@@ -209,7 +209,7 @@ config_run() {
         train.py recipes/smollm2-135m/lora/original.yaml --model_name_or_path "$model" --output_dir "$out" \
         "${size[@]}" --gradient_accumulation_steps 1 --warmup_steps 0 --save_strategy no --logging_steps 1 \
         --max_eval_samples 8 "$@" || return 1
-    DOMAINQA_CACHE=$MODEL_CACHE "$PY" benchmarks/bench_gpu.py check-run "$out" --model "$model" \
+    DOMAINQA_CACHE=$MODEL_CACHE "$PY" -m benchmarks.bench_gpu check-run "$out" --model "$model" \
         >"$STATE/configs/$name.check.json"
     local rc=$?  # the check's verdict is the step's
     cat "$STATE/configs/$name.check.json"
@@ -217,7 +217,7 @@ config_run() {
 }
 
 scoring() {
-    DOMAINQA_CACHE=$MODEL_CACHE "$PY" benchmarks/bench_gpu.py score --device "$DEVICE" $(tiny_flag) \
+    DOMAINQA_CACHE=$MODEL_CACHE "$PY" -m benchmarks.bench_gpu score --device "$DEVICE" $(tiny_flag) \
         --model embedded:SmolLM2-135M-Instruct --seconds_per_mode "$([ "$TINY" = 1 ] && echo 1 || echo 8)" \
         --out "$STATE/bench_score"
 }

@@ -11,8 +11,8 @@ from trl import SFTConfig
 
 from . import checks
 from .config import UsageError, field_names
+from .data_spec import DataSpec
 from .embedded import EMBEDDED_MODEL
-from .task import DataSpec
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Every example is a plain dict with the fields of `FIELDS`. Files written by `augment/` carry extra
 provenance fields, which are kept as they are. A data set of another task names its own columns
-(`columns`: field -> column) and its own closed label set (`labels`); domainqa/task.py builds it.
+(`columns`: field -> column) and its own closed label set (`labels`); domainqa/data_spec.py builds it.
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def read_examples(
     augmentation output folder (its `data.jsonl`), or a Hub dataset `user/name[@revision][:split]` where no
     such local path exists. Raises `DataError` naming the file and row.
 
-    `columns` (a data set of its own, domainqa/task.py) maps fields to the file's columns: every needed
+    `columns` (a data set of its own, domainqa/data_spec.py) maps fields to the file's columns: every needed
     column must exist, and rows without an id column are numbered `<file stem>-<row>`. Labels must be one
     of `labels` (None: any non-empty value)."""
     hub = parse_hub_dataset(str(path))

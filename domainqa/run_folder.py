@@ -29,10 +29,10 @@ import yaml
 
 from .config import UsageError, load_yaml
 from .data import FIELDS
+from .data_spec import PARTS, DataParts
 from .embedded import resolve_model_path
 from .hub_access import hub_model_commit
 from .io import atomic_write_json, atomic_write_text
-from .task import PARTS, Task
 
 logger = logging.getLogger(__name__)
 
@@ -175,22 +175,22 @@ def load_run_config(folder: str | Path) -> dict:
 # ------------------------------------------------------------------------------ the record of a split
 
 
-def split_record(task: Task) -> dict | None:
+def split_record(data: DataParts) -> dict | None:
     """What a seeded split made: its seed, label set and the ids of every part (None for given parts)."""
-    if task.seeded is None:
+    if data.seeded is None:
         return None
-    ids = {part: [e["id"] for e in task.parts[part]] for part in PARTS}
-    return {**task.seeded, "labels": list(task.labels), **ids}
+    ids = {part: [e["id"] for e in data.parts[part]] for part in PARTS}
+    return {**data.seeded, "labels": list(data.labels), **ids}
 
 
-def record_split(folder: str | Path, task: Task) -> None:
+def record_split(folder: str | Path, data: DataParts) -> None:
     """Write the split a seed made into the run folder (main process)."""
-    record = split_record(task)
+    record = split_record(data)
     if record is not None and is_lock_owner():
         atomic_write_json(Path(folder) / DATA_SPLIT, record)
 
 
-def check_recorded_split(folder: str | Path | None, task: Task) -> None:
+def check_recorded_split(folder: str | Path | None, data: DataParts) -> None:
     """A run folder's recorded split must be the one made now: the same test items, else the scores would
     count items the model trained on (an edited data file, another seed)."""
     path = Path(folder) / DATA_SPLIT if folder else None
@@ -200,7 +200,7 @@ def check_recorded_split(folder: str | Path | None, task: Task) -> None:
         recorded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise UsageError(f"{path}: unreadable ({e})") from None
-    current = split_record(task) or {}
+    current = split_record(data) or {}
     for part in ("test", "validation"):  # train_data may stand in for the train part
         if recorded.get(part) != current.get(part):
             raise UsageError(

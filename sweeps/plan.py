@@ -28,13 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import evaluate
 import infer
 import train
 from domainqa.arguments import pipeline_keys
-from domainqa.config import UsageError, field_names, load_recipe
+from domainqa.config import UsageError, field_names, load_recipe, load_yaml
 from domainqa.run_folder import METRICS
 
 TEST_METRICS = "test_metrics.json"  # a finalist's scores on the test items (test_finalist)
@@ -100,9 +98,9 @@ class SweepArguments:
         for name in ("series", "variants", "overrides"):
             value = getattr(self, name)
             if isinstance(value, str):  # given on the command line
-                setattr(self, name, yaml.safe_load(value))
+                setattr(self, name, load_yaml(value))
         if self.values is not None:
-            self.values = [yaml.safe_load(v) if isinstance(v, str) else v for v in self.values]
+            self.values = [load_yaml(v) if isinstance(v, str) else v for v in self.values]
         if not self.name:
             raise SweepError("a sweep needs a name")
 

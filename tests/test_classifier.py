@@ -241,7 +241,7 @@ def test_a_causal_lm_can_be_trained_as_a_classifier(tmp_path, tiny_llama, pqal_p
 
 def test_a_classifier_cut_to_its_first_layers_reads_that_layer(tmp_path, tiny_llama, pqal_path):
     """num_hidden_layers N builds only the first N layers, and the head reads layer N through the final norm (what
-    benchmarks/probe_layers.py measures); the run records N, and infer.py rebuilds the same cut model from it."""
+    studies/probe_layers.py measures); the run records N, and infer.py rebuilds the same cut model from it."""
     tokenizer = load_tokenizer(str(tiny_llama))
     rows = encode(tokenizer, load_task_data(str(pqal_path))["test"][:2], 128, with_labels=False)
     full = load_classifier(str(tiny_llama), "float32").eval()

@@ -64,5 +64,5 @@ def test_lora_fits_one_v100():
 
 def test_docs_hold_the_current_table():
     doc = (REPO / "docs" / "scaling.md").read_text(encoding="utf-8")
-    assert dm.render() in doc, "docs/scaling.md is stale: rerun python benchmarks/deepspeed_memory.py"
-    assert "python benchmarks/deepspeed_memory.py" in doc
+    assert dm.render() in doc, "docs/scaling.md is stale: rerun python -m benchmarks.deepspeed_memory"
+    assert "python -m benchmarks.deepspeed_memory" in doc

@@ -1,6 +1,6 @@
 """Faults a run must survive: files cut off by a kill or a full disk, settings changed between a run and
 its resume, two processes on one folder, test items under other ids, and bad values. Each test uses
-real files and, where cheap, real processes; the README lists what they cover."""
+real files and, where cheap, real processes; docs/guarantees.md lists what they cover."""
 
 import base64
 import json

@@ -25,9 +25,9 @@ from augment.__main__ import main as augment_main
 from augment.prompts import build_messages, output_schema, parse_output
 from domainqa.calibration import fit_label_bias
 from domainqa.config import parse_args
+from domainqa.data_spec import DataSpec, load_parts
 from domainqa.prompts import PromptFormat, parse_answer
 from domainqa.run_folder import DATA_SPLIT, RUN_CONFIG
-from domainqa.task import DataSpec, load_task
 from tests.openai_server import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_the_example_recipe_reads_the_exported_files(exported):
     assert data_args.labels == ["yes", "no"] and data_args.split == "custom"
     data_args.dataset_path = str(exported / Path(data_args.dataset_path).name)
     data_args.test_data = str(exported / Path(data_args.test_data).name)
-    task = load_task(data_args)
+    task = load_parts(data_args)
     assert [len(task[p]) for p in ("train", "validation", "test")] == [391, 43, 456]
     assert task["test"][0]["id"] == read_csv(exported / "test.csv")[0]["pmid"]
     assert {e["final_decision"] for part in task.parts.values() for e in part} == {"yes", "no"}
@@ -218,15 +218,15 @@ def _augment_classes():
 
 def test_a_label_set_read_off_the_data_and_a_seeded_split(yesno):
     spec = DataSpec(dataset_path=str(yesno["train"]), **SPEC, test_size=0.2, validation_size=0.1, split_seed=3)
-    task = load_task(spec)
+    task = load_parts(spec)
     assert task.labels == ("yes", "no") and spec.labels == ["yes", "no"]  # PubMedQA's order, recorded
     ids = {part: [e["id"] for e in task[part]] for part in ("train", "validation", "test")}
     assert [len(v) for v in ids.values()] == [22, 2, 6] and len(set(sum(ids.values(), []))) == TRAIN_ROWS
     order = [r["pmid"] for r in read_csv(yesno["train"])]
     assert ids["test"] == sorted(ids["test"], key=order.index)  # file order kept inside a part
-    again = load_task(DataSpec(dataset_path=str(yesno["train"]), **SPEC, test_size=0.2, split_seed=3))
+    again = load_parts(DataSpec(dataset_path=str(yesno["train"]), **SPEC, test_size=0.2, split_seed=3))
     assert [e["id"] for e in again["test"]] == ids["test"]
-    other = load_task(DataSpec(dataset_path=str(yesno["train"]), **SPEC, test_size=0.2, split_seed=4))
+    other = load_parts(DataSpec(dataset_path=str(yesno["train"]), **SPEC, test_size=0.2, split_seed=4))
     assert [e["id"] for e in other["test"]] != ids["test"]
 
 
@@ -235,11 +235,11 @@ def test_labels_keep_the_spelling_of_the_set(tmp_path, yesno):
     for row in rows:
         row["answer"] = {"yes": "Relevant", "no": "IRRELEVANT"}[row["answer"]]
     path = write_csv(tmp_path / "relevance.csv", rows)
-    task = load_task(DataSpec(dataset_path=str(path), **SPEC, labels=["relevant", "irrelevant"]))
+    task = load_parts(DataSpec(dataset_path=str(path), **SPEC, labels=["relevant", "irrelevant"]))
     assert {e["final_decision"] for e in task["train"]} == {"relevant", "irrelevant"}
     with pytest.raises(ValueError, match="differ only in case"):
         rows[0]["answer"] = "relevant"
-        load_task(DataSpec(dataset_path=str(write_csv(tmp_path / "mixed.csv", rows)), **SPEC))
+        load_parts(DataSpec(dataset_path=str(write_csv(tmp_path / "mixed.csv", rows)), **SPEC))
 
 
 def test_prompts_parsing_and_schema_follow_the_label_set():

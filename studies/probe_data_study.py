@@ -13,30 +13,27 @@ fold's training items plus the items written from them (sources outside the fold
 so no validation or test item of the fold leaks in), and the table gives mean and standard deviation over the 10
 folds with the number of folds where the variant beats the original data.
 
-    python benchmarks/probe_data_study.py --split paper
-    python benchmarks/probe_data_study.py --split official
+    python -m studies.probe_data_study --split paper
+    python -m studies.probe_data_study --split official
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+
+from domainqa.data import NUM_OFFICIAL_FOLDS, load_task_data, read_examples, test_leaks
+from domainqa.io import atomic_write_json, atomic_write_text
+from domainqa.metrics import format_difference, official_scores, paired_bootstrap
+from domainqa.predictions import write_predictions
+from domainqa.probe_head import source_groups
+from studies.linear_probe import LABELS, cached_features, fit_head_probe, head_feature_function, test_summary
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from linear_probe import LABELS, cached_features, fit_head_probe, head_feature_function, test_summary  # noqa: E402
-
-from domainqa.data import NUM_OFFICIAL_FOLDS, load_task_data, read_examples, test_leaks  # noqa: E402
-from domainqa.io import atomic_write_json, atomic_write_text  # noqa: E402
-from domainqa.metrics import format_difference, official_scores, paired_bootstrap  # noqa: E402
-from domainqa.predictions import write_predictions  # noqa: E402
-from domainqa.probe_head import source_groups  # noqa: E402
 
 # The training data of each variant, from the original items and the two kinds of written items.
 VARIANTS = {

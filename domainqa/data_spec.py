@@ -136,7 +136,7 @@ def checked_labels(labels: list) -> list[str]:
 
 
 @dataclass
-class Task:
+class DataParts:
     """The parts of a run's data and its label set; `seeded` holds how held-out parts were made."""
 
     parts: dict[str, list[Example]]
@@ -174,24 +174,24 @@ def held_out(items: list[Example], size: float, rng: random.Random) -> tuple[lis
     return [e for i, e in enumerate(items) if i not in chosen], [e for i, e in enumerate(items) if i in chosen]
 
 
-def load_task(spec: DataSpec, train_data: str | None = None) -> Task:
+def load_parts(spec: DataSpec, train_data: str | None = None) -> DataParts:
     """The run's data: PQA-L's split, or the data set of `spec` (split custom). An inferred label set is
     written into `spec.labels`, so that run_config.yaml and the fingerprint record it.
 
     Every problem is a DataError in one line naming the file (and row): a missing column, a label outside
     the set, an empty part, a test item among the training or validation items."""
     if spec.split != CUSTOM_SPLIT:
-        return Task(load_task_data(spec.dataset_path, spec.split, spec.fold, train_data), LABELS)
-    task = custom_task(spec)
-    spec.labels = list(task.labels)
+        return DataParts(load_task_data(spec.dataset_path, spec.split, spec.fold, train_data), LABELS)
+    data = custom_parts(spec)
+    spec.labels = list(data.labels)
     if train_data:
-        training = read_examples(train_data, task.labels, spec.columns())
-        refuse_leaks(train_data, training, task.parts["test"], "test")
-        task.parts["train"] = training
-    return task
+        training = read_examples(train_data, data.labels, spec.columns())
+        refuse_leaks(train_data, training, data.parts["test"], "test")
+        data.parts["train"] = training
+    return data
 
 
-def custom_task(spec: DataSpec) -> Task:
+def custom_parts(spec: DataSpec) -> DataParts:
     if not spec.dataset_path:
         raise DataError("split custom needs dataset_path: your data file or Hub dataset")
     columns = spec.columns()
@@ -215,7 +215,7 @@ def custom_task(spec: DataSpec) -> Task:
                             f"{len(parts['train'])} items)")  # fmt: skip
         parts["train"], seeded = rest, {"split_seed": seed}
     refuse_leaks(spec.dataset_path, parts["train"] + parts["validation"], parts["test"], "test")
-    return Task({part: parts[part] for part in PARTS}, labels, seeded)
+    return DataParts({part: parts[part] for part in PARTS}, labels, seeded)
 
 
 def known_labels(spec: DataSpec) -> tuple[str, ...] | None:

@@ -8,8 +8,8 @@ scored once with that choice. Features are cached per item (resumable, shared by
 only fits. With --split official, each of the 10 folds is a probe of its own (the 500 test items are the same
 in every fold), reported as mean and standard deviation over folds, as the PubMedQA leaderboard does.
 
-    python benchmarks/linear_probe.py [--split paper] [--output results/smollm2-135m-search/linear_probe.json]
-    python benchmarks/linear_probe.py --split official --output results/smollm2-135m-search/linear_probe_official.json
+    python -m studies.linear_probe [--split paper] [--output results/smollm2-135m-search/linear_probe.json]
+    python -m studies.linear_probe --split official --output results/smollm2-135m-search/linear_probe_official.json
 
 With --features head it measures the recipe the search selected (`head_init: linear_probe` with no training
 step) without training it once per fold: the features are what that head reads (the sequence classifier's
@@ -17,7 +17,7 @@ input, question and context as a text pair, and the last token's final hidden st
 code), and the probe is fitted as train.py fits the head (C by 5-fold cross-validation on the training items,
 no class weighting, no intercept as SmolLM2's head has none). Validation items are scored but choose nothing.
 
-    python benchmarks/linear_probe.py --features head --split official \
+    python -m studies.linear_probe --features head --split official \
         --output results/smollm2-135m-search/probe_head_official.json \
         --predictions_dir results/smollm2-135m-search/probe-head
 """
@@ -27,27 +27,25 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+import numpy as np
+import torch
+from datasets import Dataset
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from datasets import Dataset  # noqa: E402
-from sklearn.linear_model import LogisticRegression  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
-
-from domainqa.data import NUM_OFFICIAL_FOLDS, load_task_data  # noqa: E402
+from domainqa.data import NUM_OFFICIAL_FOLDS, load_task_data
 from domainqa.embedded import EMBEDDED_MODEL
-from domainqa.families.causal_lm import load_for_inference  # noqa: E402
-from domainqa.io import atomic_write_json  # noqa: E402
-from domainqa.metrics import bootstrap_intervals, official_scores  # noqa: E402
-from domainqa.predictions import write_predictions  # noqa: E402
-from domainqa.prompts import PromptFormat  # noqa: E402
+from domainqa.families.causal_lm import load_for_inference
+from domainqa.io import atomic_write_json
+from domainqa.metrics import bootstrap_intervals, official_scores
+from domainqa.predictions import write_predictions
+from domainqa.prompts import PromptFormat
+
+REPO = Path(__file__).resolve().parents[1]
 
 C_GRID = [0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0]
 LABELS = ("yes", "no", "maybe")
@@ -197,7 +195,7 @@ def main() -> None:
         "--num_hidden_layers",
         type=int,
         default=None,
-        help="--features head: the head of a model cut to its first N layers (benchmarks/probe_layers.py).",
+        help="--features head: the head of a model cut to its first N layers (studies/probe_layers.py).",
     )
     parser.add_argument("--cache_dir", default=None, help="Default: outputs/linear_probe[_head[_N_layers]].")
     parser.add_argument("--output", default="results/smollm2-135m-search/linear_probe.json")

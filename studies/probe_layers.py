@@ -11,29 +11,27 @@ best layer's. For reference, one probe reads every layer's state side by side. F
 to every layer's last-token state of the classifier's text pair, which is what the cut model's head reads) are
 cached per item in outputs/probe_layers/.
 
-    python benchmarks/probe_layers.py [--output results/smollm2-135m-search/probe_layers.json]   # and its .png
+    python -m studies.probe_layers [--output results/smollm2-135m-search/probe_layers.json]   # and its .png
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
+import numpy as np
+import torch
+from sklearn.metrics import f1_score, make_scorer
+from sklearn.model_selection import StratifiedKFold, cross_validate
+from sklearn.pipeline import make_pipeline
+
+from domainqa.data import load_task_data
+from domainqa.io import atomic_write_json
+from domainqa.probe_head import C_GRID, _probe
+from studies.linear_probe import LABELS, cached_features, embedded_classifier
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from sklearn.metrics import f1_score, make_scorer  # noqa: E402
-from sklearn.model_selection import StratifiedKFold, cross_validate  # noqa: E402
-from sklearn.pipeline import make_pipeline  # noqa: E402
-
-from benchmarks.linear_probe import LABELS, cached_features, embedded_classifier  # noqa: E402
-from domainqa.data import load_task_data  # noqa: E402
-from domainqa.io import atomic_write_json  # noqa: E402
-from domainqa.probe_head import C_GRID, _probe  # noqa: E402
 
 REPEATS = 3
 FOLDS = 5
