@@ -5,6 +5,13 @@ evaluate.py, point by point and resumably, and write the paper-style tables and 
     python sweep.py recipes/sweeps/smollm2-135m-peft.yaml --collect_only  # rebuild results/<name> only
     python sweep.py recipes/sweeps/smollm2-135m-peft.yaml --dry_run       # print the commands left to run
 
+On a cluster (docs/scaling.md, "A grid on a cluster"), the output folder on a file system every node shares:
+
+    python sweep.py SWEEP --list            # index, name and state of every point
+    python sweep.py SWEEP --point 3         # one point only (index or name), as any scheduler's job runs it
+    python sweep.py SWEEP --submit          # the unfinished points as SLURM job arrays, through submitit
+    python sweep.py SWEEP --report          # tables and figure from the points finished so far; the missing ones
+
 Each point goes to outputs/sweeps/<name>/<point>; the results (results.json, table.md, figure.png) to
 results/<name>. The definition format is in sweeps/plan.py.
 """

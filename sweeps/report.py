@@ -34,7 +34,7 @@ def point_result(point: Point, point_dir: Path) -> dict | None:
     state = _read_json(point_dir / TRAINER_STATE) or {}
     meta = _read_json(predictions_of(infer_step(point, point_dir))["meta"]) or {}
     return {
-        **{k: v for k, v in asdict(point).items() if k != "train"},
+        **{k: v for k, v in asdict(point).items() if k not in ("train", "resources")},
         "accuracy": metrics["accuracy"],
         "macro_f1": metrics["macro_f1"],
         "bootstrap_95": metrics.get("bootstrap_95"),
@@ -47,6 +47,7 @@ def point_result(point: Point, point_dir: Path) -> dict | None:
         "infer_s": meta.get("seconds"),
         "wall_s": record.get("seconds"),
         "commands": record.get("commands"),
+        "ran_on": record.get("ran_on"),  # host, pid and job of each attempt: a cluster's points ran anywhere
     }
 
 
