@@ -9,13 +9,42 @@ bootstrap 95% intervals.
 
 from __future__ import annotations
 
+import dataclasses
+
 from domainqa import config
 from domainqa.arguments import DataArguments, EvaluationArguments, pipeline_keys
 from domainqa.config import UsageError, run_cli
-from domainqa.data_spec import infer_labels, known_labels, load_parts
+from domainqa.data_spec import DataSpec, infer_labels, known_labels, load_parts
 from domainqa.io import atomic_write_json
 from domainqa.metrics import evaluate_predictions, format_difference, paired_bootstrap
-from domainqa.predictions import read_predictions
+from domainqa.predictions import prediction_meta, read_predictions
+
+SPEC_FIELDS = tuple(f.name for f in dataclasses.fields(DataSpec))
+
+
+def spec_from_predictions(data_args: DataArguments, eval_args: EvaluationArguments) -> DataArguments:
+    """Where no data set is named (every data key at its default), the one infer.py recorded in the files'
+    .meta.json: a prediction file scores with no recipe. Files of different data sets are refused."""
+    if eval_args.ground_truth_file or any(getattr(data_args, n) != f.default for n, f in _spec_defaults().items()):
+        return data_args
+    recorded = {path: {n: prediction_meta(path)[n] for n in SPEC_FIELDS if n in prediction_meta(path)}
+                for path in eval_args.predictions}  # fmt: skip
+    specs = {repr(sorted(spec.items())): path for path, spec in recorded.items() if spec}
+    if len(specs) > 1:
+        raise UsageError(f"{' and '.join(specs.values())} were predicted on different data sets; score them apart")
+    if not specs:
+        return data_args
+    spec = recorded[next(iter(specs.values()))]
+    if spec.get("split") != "custom":  # PQA-L is the same file wherever it lies: keep this machine's path
+        spec.pop("dataset_path", None)
+    eval_split = prediction_meta(next(iter(specs.values()))).get("eval_split")
+    if eval_split and eval_args.eval_split == "test":
+        eval_args.eval_split = eval_split
+    return dataclasses.replace(data_args, **spec)
+
+
+def _spec_defaults() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(DataArguments) if f.name in SPEC_FIELDS}
 
 
 def ground_truth(data_args: DataArguments, eval_args: EvaluationArguments) -> tuple[dict[str, str], tuple[str, ...]]:
@@ -46,6 +75,8 @@ def markdown_table(results: dict[str, dict]) -> str:
 
     for name, m in results.items():
         unparsed = "n/a" if m.get("num_unparsed") is None else str(m["num_unparsed"])
+        if m.get("partial"):
+            name = f"{name} (partial: {m['partial']}, not comparable)"
         shares = "/".join(str(n) for n in m["predicted_distribution"].values())
         lines.append(
             f"| {name} | {m['accuracy']:.3f} | {interval(m, 'accuracy')} | {m['macro_f1']:.3f} "
@@ -97,6 +128,7 @@ def parse_args(
 
 def main(data_args: DataArguments, eval_args: EvaluationArguments) -> dict[str, dict]:
     """Score every predictions file; returns the metrics by file (and writes them to --output_file)."""
+    data_args = spec_from_predictions(data_args, eval_args)
     # Bad files fail before any work (a label set read off the data is checked once the data are read).
     read = {path: read_predictions(path, known_labels(data_args)) for path in eval_args.predictions}
     baseline = read_predictions(eval_args.baseline, known_labels(data_args))[0] if eval_args.baseline else None
@@ -112,7 +144,9 @@ def main(data_args: DataArguments, eval_args: EvaluationArguments) -> dict[str, 
             )
         except ValueError as e:
             raise UsageError(f"{path}: {e}") from None
-        results[path] = {**metrics, "num_unparsed": unparsed}
+        results[path] = {**metrics, "num_unparsed": unparsed, "predictions_file": path}
+        if eval_args.allow_partial:
+            results[path]["partial"] = f"{len(scored_truth)} of {len(truth)} items"
     print(markdown_table(results))
     if baseline is not None:
         compare_with_baseline(results, read, baseline, truth, eval_args)

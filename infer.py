@@ -26,35 +26,81 @@ from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments
 from domainqa.calibration import calibrate_rows, load_calibration
 from domainqa.config import UsageError, run_cli, setup_logging
 from domainqa.data import FIELDS
-from domainqa.data_spec import fallback_label, known_labels, load_parts
+from domainqa.data_spec import DataSpec, fallback_label, known_labels, load_parts
 from domainqa.families import family_for
 from domainqa.hub_access import ModelSource, model_folder
 from domainqa.io import atomic_write_json
-from domainqa.predictions import append_rows, read_partial, resume_key, start_partial, write_predictions
+from domainqa.predictions import (
+    append_rows,
+    prediction_meta,
+    read_complete_rows,
+    read_partial,
+    resume_key,
+    start_partial,
+    write_predictions,
+)
 from domainqa.run_folder import (
     HUB_MODEL_PATTERNS,
     TRAINED_WITH_FIELDS,
+    as_json,
     calibrated_stem,
     check_recorded_split,
+    checkpoint_folders,
     content_hash,
     data_hash,
+    differences,
     holds_trained_model,
+    holds_training_run,
     load_run_config,
+    lock_holder,
     lock_run_folder,
     model_hash,
     partial_file,
     predictions_files,
     predictions_name,
     release_run_folder,
+    saved_model_problem,
 )
 
 logger = logging.getLogger(__name__)
 
+SPEC_FIELDS = tuple(f.name for f in fields(DataSpec))
+DEFAULT_OUTPUT_DIR = next(f.default for f in fields(InferenceArguments) if f.name == "output_dir")
+
 
 def find_trained_model(args: InferenceArguments) -> str | None:
+    """The trained model to predict with: --adapter_path, else output_dir's final model, else None (zero-shot,
+    only where output_dir holds no training run or --zero_shot asks for it)."""
+    if args.zero_shot:
+        if args.adapter_path:
+            raise UsageError("--zero_shot true predicts with the base model; it takes no --adapter_path")
+        return None
     if args.adapter_path:
+        if Path(args.adapter_path).is_dir() and args.output_dir == DEFAULT_OUTPUT_DIR:
+            args.output_dir = args.adapter_path  # a run folder's predictions go beside its model
         return args.adapter_path
-    return args.output_dir if holds_trained_model(args.output_dir) else None
+    if holds_trained_model(args.output_dir):
+        return args.output_dir
+    if holds_training_run(args.output_dir):
+        newest = checkpoint_folders(args.output_dir)
+        where = f"{newest[0].name}, " if newest else ""
+        raise UsageError(
+            f"{args.output_dir} holds an interrupted training run ({where}no final model): rerun train.py to finish "
+            "it, predict with a checkpoint (--adapter_path CHECKPOINT), or with the base model (--zero_shot true)"
+        )
+    return None
+
+
+def check_trained_folder(trained: str | None, local: str | None) -> None:
+    """A local trained model must be whole and not in training now: one line, not a loader's traceback."""
+    if not local or not Path(local).is_dir():
+        return
+    holder = lock_holder(local)
+    if holder:
+        raise UsageError(f"{trained} is being trained by {holder}; predict once it has finished")
+    problem = saved_model_problem(local)
+    if problem:
+        raise UsageError(f"{trained}: the trained model cannot be loaded ({problem}); retrain it or restore the file")
 
 
 def trained_model_source(trained: str | None) -> ModelSource | None:
@@ -64,13 +110,24 @@ def trained_model_source(trained: str | None) -> ModelSource | None:
 
 
 def align_with_training(
-    model_args: ModelArguments, data_args: DataArguments, trained: str | None, folder: str | None = None
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    trained: str | None,
+    folder: str | None = None,
+    infer_args: InferenceArguments | None = None,
 ) -> None:
-    """Use the prompt settings and layer count the model was trained with (read from `folder`, default
+    """Use the prompt settings, layer count and length the model was trained with (read from `folder`, default
     `trained`); a different explicit choice is an error."""
     folder = folder or trained
     saved = load_run_config(folder) if folder else {}
+    if infer_args is not None and infer_args.max_length is None:
+        infer_args.max_length = saved.get("max_length")
     defaults = {f.name: f.default for cls in (ModelArguments, DataArguments) for f in fields(cls)}
+    if saved.get("split") == "custom" and data_args.split in ("paper", "custom"):
+        # A run on a data set of its own predicts with no recipe: the data keys not given come from the run.
+        for name in SPEC_FIELDS:
+            if name in saved and getattr(data_args, name) == defaults[name]:
+                setattr(data_args, name, saved[name])
     for name in TRAINED_WITH_FIELDS:
         if name not in saved or name == "labels" and saved[name] is None:  # a PubMedQA run records no label set
             continue
@@ -109,14 +166,14 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     # treat each process as a lone main process, all writing the same files; join a gloo group instead.
     state = PartialState(cpu=int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available())
     set_seed(0)
-    if known_labels(data_args):  # a bad fallback stops the run now where the label set needs no data
-        infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, known_labels(data_args))
-
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
     trained = find_trained_model(infer_args)  # as given: a folder, or a Hub id
     source = trained_model_source(trained)
     local = source.folder if source else None  # what every loader reads
-    align_with_training(model_args, data_args, trained, local)
+    check_trained_folder(trained, local)
+    align_with_training(model_args, data_args, trained, local, infer_args)
+    if known_labels(data_args):  # a bad fallback stops the run now where the label set needs no data
+        infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, known_labels(data_args))
     family = family_for(model_args, data_args, local)
     family.check_inference(infer_args, trained)
     data = load_parts(data_args)
@@ -141,6 +198,12 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
         **asdict(data_args),
         **asdict(infer_args),
     }
+    complete = complete_predictions(stem, settings, infer_args.overwrite_output_dir)
+    if complete is not None:  # a calibration fitted since is still applied to it
+        rows, _ = read_complete_rows(predictions_files(stem)["rows"])
+        complete["files"].update(calibrated_files(stem, rows, infer_args, data.labels))
+        release_run_folder(infer_args.output_dir)
+        return complete
     partial = partial_file(stem, state.process_index)
     read_partial(partial, resume_key(settings), infer_args.overwrite_output_dir)  # refuses a changed run now
 
@@ -163,13 +226,12 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     rows = [{**done[e["id"]], "label": e["final_decision"]} for e in items]
     write_predictions(stem, rows, infer_args.unparsed_fallback)
     files = {kind: str(path) for kind, path in predictions_files(stem).items()}
-    calibration = load_calibration(infer_args.output_dir, data.labels) if infer_args.mode == "score" else None
-    if calibration and write_calibrated_predictions(stem, rows, calibration, infer_args.unparsed_fallback):
-        calibrated = predictions_files(calibrated_stem(stem)).items()
-        files.update({f"calibrated_{kind}": str(path) for kind, path in calibrated})
+    files.update(calibrated_files(stem, rows, infer_args, data.labels))
     meta = {
+        "zero_shot": trained is None,
         "num_examples": len(rows),
         "num_unparsed": sum(not r["parsed"] for r in rows),
+        "num_truncated": sum(r.get("truncated", False) for r in rows),
         "seconds": round(seconds, 3),
         "processes": state.num_processes,
         **settings,
@@ -180,6 +242,28 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     release_run_folder(infer_args.output_dir)
     logger.info("Wrote %s.json (%d items, %d unparsed)", stem, len(rows), meta["num_unparsed"])
     return {**meta, "files": files}
+
+
+def complete_predictions(stem: Path, settings: dict, overwrite: bool) -> dict | None:
+    """The metadata of the prediction set at `stem` if it is complete and was made under these settings (a
+    rerun then has nothing to do), else None: it is predicted (again)."""
+    files = predictions_files(stem)
+    meta = prediction_meta(files["official"])
+    if overwrite or not meta or not all(path.is_file() for path in files.values()):
+        return None
+    if differences(resume_key(meta), as_json(resume_key(settings))):
+        logger.info("%s.json was made under other settings: predicting it again", stem)
+        return None
+    logger.info("%s.json is complete (%d items) under these settings: nothing to do", stem, meta["num_examples"])
+    return {**meta, "files": {kind: str(path) for kind, path in files.items()}}
+
+
+def calibrated_files(stem: Path, rows: list[dict], infer_args: InferenceArguments, labels) -> dict[str, str]:
+    """The calibrated prediction set beside the raw one, where the run has a calibration (score mode only)."""
+    calibration = load_calibration(infer_args.output_dir, labels) if infer_args.mode == "score" else None
+    if not calibration or not write_calibrated_predictions(stem, rows, calibration, infer_args.unparsed_fallback):
+        return {}
+    return {f"calibrated_{kind}": str(path) for kind, path in predictions_files(calibrated_stem(stem)).items()}
 
 
 def write_calibrated_predictions(stem: Path, rows: list[dict], calibration: dict, unparsed_fallback: str) -> bool:

@@ -18,8 +18,8 @@ from domainqa.arguments import DataArguments, ModelArguments, TrainingArguments,
 from domainqa.config import run_cli, setup_logging
 from domainqa.data_spec import load_parts
 from domainqa.families import family_for
-from domainqa.run_folder import record_split, resume_point
-from domainqa.training import early_stopping, finish_training, take_hub_release
+from domainqa.run_folder import finished_run, record_split, release_run_folder, resume_point
+from domainqa.training import StopOnNonFinite, early_stopping, finish_training, take_hub_release
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +45,28 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Tr
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
     family = family_for(model_args, data_args)
     family.check_training(training_args)
-    callbacks = early_stopping(training_args)
+    diverged = StopOnNonFinite()
+    callbacks = [diverged, *early_stopping(training_args)]
     data = load_parts(data_args, data_args.train_data)  # an inferred label set goes into data_args.labels
     train_items = data["train"][: data_args.max_train_samples]
     validation_items = data["validation"][: data_args.max_eval_samples]
     train_and_eval = family.training_data(training_args, data.labels, train_items, validation_items)
-    logger.info("Training on %d examples, validating on %d", len(train_items), len(validation_items))
+    logger.info("Training on %d examples (%d contexts cut to max_length), validating on %d", len(train_items),
+                family.truncated, len(validation_items))  # fmt: skip
 
     # Resume only a run made under the same fingerprint; the main process locks the folder and decides first.
     checkpoint = resume_point(model_args, data_args, training_args, train_items, validation_items)
+    finished = finished_run(training_args.output_dir)
+    if finished is not None and not training_args.overwrite_output_dir and not training_args.resume_from_checkpoint:
+        logger.info("%s holds this run, finished: nothing to do", training_args.output_dir)
+        release_run_folder(training_args.output_dir)
+        return finished
     record_split(training_args.output_dir, data)
 
     trainer = family.trainer(training_args, train_and_eval, callbacks, resuming=checkpoint is not None)
     result = trainer.train(resume_from_checkpoint=checkpoint)
-    metrics = {**result.metrics, "train_examples": len(train_items)}
+    diverged.check(training_args.output_dir)
+    metrics = {**result.metrics, "train_examples": len(train_items), "train_truncated": family.truncated}
     finish_training(trainer, training_args, metrics, (model_args, data_args, training_args), push_to_hub, hub_token)
     return metrics
 

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from domainqa.config import UsageError
 from domainqa.data_spec import ALL_SPLITS, DataSpec
 from domainqa.embedded import EMBEDDED_MODEL
 
-from .prompts import PROMPT_VERSION, PROMPT_VERSIONS
+from .prompts import LOCAL_PROMPT_VERSION, MAX_CHARS, PROMPT_VERSION, PROMPT_VERSIONS
 
 STRATEGIES = ("rewrite", "new", "combined")
 BACKENDS = ("openai", "transformers")
 JSON_MODES = ("auto", "on", "off")
 DEFAULT_OPENAI_MODEL = "gpt-3.5-turbo"
+# The defaults that differ by backend: (openai, transformers). The local ones are the best settings measured for
+# SmolLM2-135M-Instruct (results/smollm2-135m-augment/local-run.md): prompt v3 with a repetition penalty of 1.2
+# took the requests passing every check from 33% to 62% of 128, and 700 tokens leave room for the longest
+# answer the bounded schema allows (2,600 characters, about 640 SmolLM2 tokens).
+BACKEND_DEFAULTS = {
+    "prompt_version": (PROMPT_VERSION, LOCAL_PROMPT_VERSION),
+    "max_tokens": (1024, 700),
+    "repetition_penalty": (1.0, 1.2),
+}
+DEFAULT_MIN_CONTEXT_RATIO = 0.6
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_KEY_LIKE = re.compile(r"[A-Za-z0-9]{16,}")
+
+
+def looks_like_a_key(name: str) -> bool:
+    """Whether `api_key_env` holds what looks like a key rather than a variable's name: anything that is no
+    variable name (sk-..., with dashes), or a run of 16+ letters and digits mixing cases and digits (hf_..., a
+    bare token), which variable names do not have."""
+    if not _ENV_NAME.fullmatch(name):
+        return True
+    return any(
+        any(c.isdigit() for c in run) and any(c.islower() for c in run) and any(c.isupper() for c in run)
+        for run in _KEY_LIKE.findall(name)
+    )
 
 
 class AugmentError(UsageError):
@@ -44,17 +69,28 @@ class AugmentArguments(DataSpec):
         },
     )
     output_dir: str = field(default="outputs/augment/run", metadata={"help": "Where data.jsonl etc. are written."})
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace the output of another run (another strategy, model, prompt version, label set, columns "
+            "or sampling) in --output_dir; without it such a folder is refused."
+        },
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "Answer cache; default <output_dir>/cache."})
     backend: str = field(default="openai", metadata={"help": f"One of {', '.join(BACKENDS)}."})
     model: str | None = field(
         default=None, metadata={"help": f"Model name; default {DEFAULT_OPENAI_MODEL} (openai) or {EMBEDDED_MODEL}."}
     )
     base_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible server, e.g. http://host:8000/v1."})
-    api_key_env: str = field(default="OPENAI_API_KEY", metadata={"help": "Environment variable holding the API key."})
-    prompt_version: str = field(
-        default=PROMPT_VERSION,
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "The name of the environment variable holding the API key (never the key itself)."},
+    )
+    prompt_version: str | None = field(
+        default=None,
         metadata={
-            "help": f"Prompt wording, one of {', '.join(PROMPT_VERSIONS)} (augment/prompts.py says how they differ)."
+            "help": f"Prompt wording, one of {', '.join(PROMPT_VERSIONS)} (augment/prompts.py says how they differ); "
+            f"default {PROMPT_VERSION} (openai) or {LOCAL_PROMPT_VERSION} (transformers)."
         },
     )
     num_variants: int = field(default=1, metadata={"help": "Outputs per source item and strategy."})
@@ -68,14 +104,16 @@ class AugmentArguments(DataSpec):
     backoff_max: float = field(default=60.0, metadata={"help": "Longest retry delay in seconds."})
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (0: greedy)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling."})
-    max_tokens: int = field(default=1024, metadata={"help": "Longest answer in tokens."})
+    max_tokens: int | None = field(
+        default=None, metadata={"help": "Longest answer in tokens; default 1024 (openai) or 700 (transformers)."}
+    )
     seed: int = field(default=0, metadata={"help": "Sampling seed; variant i uses seed + i."})
-    repetition_penalty: float = field(
-        default=1.0,
+    repetition_penalty: float | None = field(
+        default=None,
         metadata={
             "help": "transformers backend: divide the scores of tokens the answer already holds by this (the "
-            "prompt is not counted, so quoting the source is not penalised); 1.0 is off, about 1.2 curbs the "
-            "loops small models write."
+            "prompt is not counted, so quoting the source is not penalised); 1.0 is off, 1.2 (the default of the "
+            "transformers backend) curbs the loops small models write."
         },
     )
     json_mode: str = field(
@@ -103,7 +141,27 @@ class AugmentArguments(DataSpec):
     )
     min_words: int = field(default=3, metadata={"help": "Fewest words in a question, context or long answer."})
     max_question_words: int = field(default=80, metadata={"help": "Longest question in words."})
-    max_context_words: int = field(default=800, metadata={"help": "Longest context in words."})
+    max_context_words: int | None = field(
+        default=None,
+        metadata={
+            "help": "Longest context in words; default 800 (PubMedQA), or for your own data set its longest "
+            "training context plus 25% (at least 800)."
+        },
+    )
+    max_context_chars: int | None = field(
+        default=None,
+        metadata={
+            "help": f"The answer schema's bound on the context in characters; default {MAX_CHARS['context']:,} "
+            "(PubMedQA), or for your own data set its longest training context plus 25%, rounded up to 100."
+        },
+    )
+    min_context_ratio: float = field(
+        default=DEFAULT_MIN_CONTEXT_RATIO,
+        metadata={
+            "help": "Reject a rewrite whose context has fewer words than this share of its source's (it dropped "
+            "the passage's substance); 0 turns it off."
+        },
+    )
     max_answer_words: int = field(default=300, metadata={"help": "Longest long answer in words."})
     batch_size: int = field(default=4, metadata={"help": "transformers backend: prompts per generate call."})
     dtype: str = field(default="float32", metadata={"help": "transformers backend: auto, float32, bfloat16, float16."})
@@ -127,18 +185,35 @@ class AugmentArguments(DataSpec):
             ("backend", self.backend, BACKENDS),
             ("split", self.split, ALL_SPLITS),
             ("json_mode", self.json_mode, JSON_MODES),
-            ("prompt_version", self.prompt_version, PROMPT_VERSIONS),
         ):
             if value not in choices:
                 raise AugmentError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        if not self.api_key_env:
+            raise AugmentError("api_key_env must name the environment variable that holds the API key")
+        if looks_like_a_key(self.api_key_env):  # never repeat the value: it is most likely a pasted key
+            raise AugmentError(
+                "api_key_env must name the environment variable that holds the API key (such as OPENAI_API_KEY); "
+                "the value given looks like a key itself, so it is not shown: put the key in a variable and name that"
+            )
+        local = self.backend == "transformers"
+        for name, defaults in BACKEND_DEFAULTS.items():
+            if getattr(self, name) is None:
+                setattr(self, name, defaults[local])
+        if self.prompt_version not in PROMPT_VERSIONS:
+            raise AugmentError(
+                f"prompt_version must be one of {', '.join(PROMPT_VERSIONS)}, got {self.prompt_version!r}"
+            )
         for name in ("num_variants", "max_concurrency", "batch_size", "max_tokens"):
             if getattr(self, name) < 1:
+                raise AugmentError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("max_context_words", "max_context_chars"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise AugmentError(f"{name} must be at least 1, got {getattr(self, name)}")
         for name in ("requests_per_minute", "tokens_per_minute"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise AugmentError(f"{name} must be positive, got {value}")
-        for name in ("overlap_threshold", "copy_threshold", "max_repeat_share"):
+        for name in ("overlap_threshold", "copy_threshold", "max_repeat_share", "min_context_ratio"):
             if not 0 <= getattr(self, name) <= 1:
                 raise AugmentError(f"{name} is a share: it must be between 0 and 1, got {getattr(self, name)}")
         if self.repetition_penalty <= 0:

@@ -8,19 +8,27 @@ v1 shows every field of the source item. v2 differs only for new pairs: it hides
 small model otherwise repeats (SmolLM2-135M did so for 210 of 450 new pairs under v1). v3 asks in v2's words
 and adds to the answer's schema, where it is bounded, a pattern that makes the question one question (it ends
 at its first question mark): SmolLM2-135M wrote statements as new "questions" for about half its v2 pairs.
+
+Each version has two wordings, chosen by the data (`Shape`): PubMedQA's (research questions on abstracts, a long
+answer, the bounds of PubMedQA's lengths), and a generic one for a data set of one's own (split custom): no
+domain words, a long answer only where the data set has one, and string bounds from the data set's own lengths.
+PubMedQA's prompts and schemas are those of every earlier run of each version, so their cached answers stay
+valid; summary.json records the wording and the bounds a run used.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from domainqa.data import LABELS, Example
 from domainqa.prompts import either, parse_answer
 
-PROMPT_VERSION = "v1"  # the default
+PROMPT_VERSION = "v1"  # the default of the openai backend
+LOCAL_PROMPT_VERSION = "v3"  # the default of the transformers backend (results/smollm2-135m-augment/local-run.md)
 PROMPT_VERSIONS = ("v1", "v2", "v3")
 KINDS = ("rewrite", "new", "verify")
 
@@ -60,6 +68,48 @@ INSTRUCTIONS_V2 = {
 INSTRUCTIONS_BY_VERSION = {"v1": INSTRUCTIONS, "v2": INSTRUCTIONS_V2, "v3": INSTRUCTIONS_V2}
 # From v2 a new-pair prompt hides the source question; the rest show every field of the source.
 SHOWN_FIELDS = {(version, "new"): ("context", "long_answer") for version in ("v2", "v3")}
+
+# The generic wording, for a data set of one's own: the same requests without PubMedQA's domain, and without a
+# long answer where the data set has none ({rewritten} and {long_answer} are filled in).
+GENERIC_SYSTEM = (
+    "You write precise question-answering data from the passages you are given. "
+    "Always answer with one JSON object and nothing else."
+)
+GENERIC_INSTRUCTIONS = {
+    "rewrite": (
+        "Rewrite the following {rewritten} in new words. Keep every fact, number and the meaning "
+        "exactly, and keep all of the context's content, about as long as it is; the final decision must stay the "
+        "same. Do not copy sentences."
+    ),
+    "new": (
+        "Write a new question that can be answered from the following context, different from the given question. "
+        "Give the part of the context that the answer needs as the context (in your own words, without stating the "
+        "answer), {long_answer}and the final decision."
+    ),
+    "verify": (
+        'Answer the question from the context. Answer with a JSON object {{{{"final_decision": ...}}}} whose value '
+        "is one of {{either}}."
+    ),
+}
+GENERIC_INSTRUCTIONS_V2 = {
+    **GENERIC_INSTRUCTIONS,
+    "new": (
+        "Write a question that the following context answers. Give the part of the context that the answer needs as "
+        "the context (in your own words, without stating the answer), {long_answer}and the final decision."
+    ),
+}
+GENERIC_INSTRUCTIONS_BY_VERSION = {
+    "v1": GENERIC_INSTRUCTIONS,
+    "v2": GENERIC_INSTRUCTIONS_V2,
+    "v3": GENERIC_INSTRUCTIONS_V2,
+}
+GENERIC_LONG = {  # the long answer's words in the generic wording, and their absence
+    True: {
+        "rewritten": "question, its context and its long answer",
+        "long_answer": "a long answer that concludes from it, ",
+    },
+    False: {"rewritten": "question and its context", "long_answer": ""},
+}
 ALIASES = {
     "question": ("question", "new_question", "rewritten_question"),
     "context": ("context", "contexts", "abstract", "rewritten_context"),
@@ -79,20 +129,73 @@ MIN_CHARS = {"question": 15, "context": 100, "long_answer": 20}
 # PubMedQA's questions fit). xgrammar lets a pattern stand in for the length keywords, and fails to compile a
 # bounded repetition much longer than this one; a question without its bound ran to hundreds of tokens.
 QUESTION_MAX_CHARS = 129
-QUESTION_PATTERN = rf"^[^?]{{{MIN_CHARS['question'] - 1},{QUESTION_MAX_CHARS - 1}}}\?$"
 
 
-def instruction(kind: str, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION) -> str:
-    """The instruction of `kind` in prompt `version` for the label set `labels`."""
+def question_pattern(min_chars: int = MIN_CHARS["question"]) -> str:
+    """One question of `min_chars` to QUESTION_MAX_CHARS characters, ending at its only question mark."""
+    return rf"^[^?]{{{min_chars - 1},{QUESTION_MAX_CHARS - 1}}}\?$"
+
+
+QUESTION_PATTERN = question_pattern()
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the prompts and the answer's schema ask for, from the data set: PubMedQA's wording and bounds (the
+    default), or the generic wording of a data set of one's own, with a long answer only where it has one and
+    string bounds (in characters) from its own lengths (`augment.sources.data_shape`)."""
+
+    generic: bool = False
+    long_answer: bool = True
+    max_chars: Mapping[str, int] = field(default_factory=lambda: dict(MAX_CHARS))
+    min_chars: Mapping[str, int] = field(default_factory=lambda: dict(MIN_CHARS))
+    question_pattern: bool = True  # v3's one-question pattern (bounded schemas only)
+
+    @property
+    def text_fields(self) -> tuple[str, ...]:
+        """The text fields an answer holds."""
+        return ("question", "context", "long_answer") if self.long_answer else ("question", "context")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "wording": "generic" if self.generic else "pubmedqa",
+            "long_answer": self.long_answer,
+            "max_chars": {k: self.max_chars[k] for k in self.text_fields},
+            "min_chars": {k: self.min_chars[k] for k in self.text_fields},
+            "question_pattern": self.question_pattern,
+        }
+
+
+PUBMEDQA = Shape()
+
+
+def instructions(version: str = PROMPT_VERSION, shape: Shape = PUBMEDQA) -> dict[str, str]:
+    """The instruction templates of prompt `version` in the wording of `shape`, by kind ({labels} and
+    {either} still to fill in)."""
+    if not shape.generic:
+        return INSTRUCTIONS_BY_VERSION[version]
+    words = GENERIC_LONG[shape.long_answer]
+    return {kind: text.format(**words) for kind, text in GENERIC_INSTRUCTIONS_BY_VERSION[version].items()}
+
+
+def instruction(
+    kind: str, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION, shape: Shape = PUBMEDQA
+) -> str:
+    """The instruction of `kind` in prompt `version` for the label set `labels`, in the wording of `shape`."""
     quoted = [f'"{label}"' for label in labels]
-    return INSTRUCTIONS_BY_VERSION[version][kind].format(labels=", ".join(quoted), either=either(quoted))
+    return instructions(version, shape)[kind].format(labels=", ".join(quoted), either=either(quoted))
 
 
 def output_schema(
-    kind: str, bounded: bool = True, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION
+    kind: str,
+    bounded: bool = True,
+    labels: Sequence[str] = LABELS,
+    version: str = PROMPT_VERSION,
+    shape: Shape = PUBMEDQA,
 ) -> dict[str, Any]:
     """The JSON schema of an answer of `kind` in prompt `version` with a decision from `labels`, the one
-    definition both backends use.
+    definition both backends use; its text fields are those of `shape` (no long answer where the data set
+    has none).
 
     `bounded` adds maxLength/minLength to the strings (and, from v3, the question's pattern); OpenAI's
     strict mode refuses those keywords, other servers (llama.cpp, vLLM, Ollama, TGI) and the local grammar
@@ -103,12 +206,13 @@ def output_schema(
     if kind == "verify":
         properties: dict[str, Any] = {"final_decision": decision}
     else:
-        properties = {name: _string(name, bounded) for name in MAX_CHARS}
-        if bounded and version not in ("v1", "v2"):
-            properties["question"] = {"type": "string", "pattern": QUESTION_PATTERN}
+        properties = {name: _string(name, bounded, shape) for name in shape.text_fields}
+        if bounded and version not in ("v1", "v2") and shape.question_pattern:
+            properties["question"] = {"type": "string", "pattern": question_pattern(shape.min_chars["question"])}
         properties["final_decision"] = decision
+    prefix = "qa" if shape.generic else "pubmedqa"
     return {
-        "title": "pubmedqa_verdict" if kind == "verify" else "pubmedqa_item",
+        "title": f"{prefix}_verdict" if kind == "verify" else f"{prefix}_item",
         "type": "object",
         "properties": properties,
         "required": list(properties),
@@ -116,10 +220,10 @@ def output_schema(
     }
 
 
-def _string(name: str, bounded: bool) -> dict[str, Any]:
+def _string(name: str, bounded: bool, shape: Shape = PUBMEDQA) -> dict[str, Any]:
     if not bounded:
         return {"type": "string"}
-    return {"type": "string", "minLength": MIN_CHARS[name], "maxLength": MAX_CHARS[name]}
+    return {"type": "string", "minLength": shape.min_chars[name], "maxLength": shape.max_chars[name]}
 
 
 def without_max_lengths(schema: dict[str, Any]) -> dict[str, Any]:
@@ -135,22 +239,43 @@ def response_format(schema: dict[str, Any]) -> dict[str, Any]:
     return {"type": "json_schema", "json_schema": {"name": schema["title"], "strict": True, "schema": schema}}
 
 
+def output_format(labels: Sequence[str], shape: Shape = PUBMEDQA) -> str:
+    """The sentence naming the answer's keys: PubMedQA's, or those of `shape`."""
+    quoted = ", ".join(f'"{label}"' for label in labels)
+    if not shape.generic:
+        return OUTPUT_FORMAT.format(labels=quoted)
+    keys = [f'"{name}"' for name in shape.text_fields]
+    return f'Answer with a JSON object with the keys {", ".join(keys)} and "final_decision" (one of {quoted}).'
+
+
+def shown_fields(kind: str, version: str = PROMPT_VERSION, shape: Shape = PUBMEDQA) -> tuple[str, ...]:
+    """The fields of the source item a prompt of `kind` shows."""
+    if kind == "verify":
+        return ("question", "context")
+    fields = SHOWN_FIELDS.get((version, kind), OUTPUT_FIELDS)
+    return fields if shape.long_answer else tuple(f for f in fields if f != "long_answer")
+
+
 def build_messages(
-    kind: str, example: Example, labels: Sequence[str] = LABELS, version: str = PROMPT_VERSION
+    kind: str,
+    example: Example,
+    labels: Sequence[str] = LABELS,
+    version: str = PROMPT_VERSION,
+    shape: Shape = PUBMEDQA,
 ) -> list[dict[str, str]]:
     """Chat messages in prompt `version` asking for one `kind` output from `example`, its decision one of
-    `labels` (a verify prompt hides the decision)."""
+    `labels` (a verify prompt hides the decision), in the wording of `shape`."""
     if kind not in KINDS:
         raise ValueError(f"unknown prompt kind {kind!r}")
-    if kind == "verify":
-        shown = {"question": example["question"], "context": example["context"]}
-        user = f"{instruction('verify', labels, version)}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
-    else:
-        shown = {k: example[k] for k in SHOWN_FIELDS.get((version, kind), OUTPUT_FIELDS)}
-        output_format = OUTPUT_FORMAT.format(labels=", ".join(f'"{label}"' for label in labels))
-        task = f"{instruction(kind, labels, version)} {output_format}"
-        user = f"{task}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    shown = {k: example[k] for k in shown_fields(kind, version, shape)}
+    task = instruction(kind, labels, version, shape)
+    if kind != "verify":
+        task = f"{task} {output_format(labels, shape)}"
+    user = f"{task}\n\nInput:\n{json.dumps(shown, ensure_ascii=False)}"
+    return [
+        {"role": "system", "content": GENERIC_SYSTEM if shape.generic else SYSTEM},
+        {"role": "user", "content": user},
+    ]
 
 
 class ParseError(ValueError):

@@ -1,7 +1,12 @@
-"""One augmentation run: sources -> requests -> cached answers -> validated examples -> output files."""
+"""One augmentation run: sources -> requests -> cached answers -> validated examples -> output files.
+
+The output folder is locked for the whole run (a second run on it is refused, naming the first), and a folder
+that holds another run's output (another strategy, model, prompt version, label set, columns or sampling) is
+refused unless --overwrite_output_dir: its data would otherwise be replaced without a word."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -19,15 +24,18 @@ from domainqa.data import Example
 from domainqa.hub_upload import push_dataset
 from domainqa.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from domainqa.redaction import Redactor
+from domainqa.run_folder import lock_run_folder, release_run_folder
 
 from .arguments import AugmentArguments, AugmentError
 from .backends import OpenAIBackend, OpenAISettings, TransformersBackend, TransformersSettings
 from .batch import BatchSettings, run_batch
-from .cache import AnswerCache
+from .cache import AnswerCache, Claims
 from .prompts import (
-    INSTRUCTIONS_BY_VERSION,
+    PUBMEDQA,
     ParseError,
+    Shape,
     build_messages,
+    instructions,
     output_schema,
     parse_output,
     parse_verdict,
@@ -48,13 +56,22 @@ PRICES = {
     "gpt-4o-mini": (0.15, 0.60),
 }
 VERIFY_MAX_TOKENS = 64
+LOCK_HOLDER = "python -m augment"
+CHARS_PER_TOKEN = 4  # English text in SmolLM2's (and GPT's) tokens, roughly
+ANSWER_OVERHEAD_CHARS = 100  # the JSON keys, quotes and the decision
+CLAIM_POLL_S = 0.5  # how often a run waits on answers another run sharing the cache is writing
+# What an output folder holds, replaced by each run (the cache is kept: its answers are keyed by content).
+OUTPUT_FILES = ("data.jsonl", "rejected.jsonl", "summary.json", "README.md", "batch_state.json")
 
 
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", text.split("/")[-1].split(":")[-1]).strip("-").lower()
 
 
-def make_request(args: AugmentArguments, kind: str, example: Example, variant: int, meta: dict) -> Request:
+def make_request(
+    args: AugmentArguments, kind: str, example: Example, variant: int, meta: dict, shape: Shape = PUBMEDQA
+) -> Request:
+    """The request for one output of `kind` from `example`, in the prompts and schema of `shape`."""
     temperature, max_tokens = args.temperature, args.max_tokens
     if kind == "verify":  # the verifier should answer, not be creative
         temperature, max_tokens = 0.0, VERIFY_MAX_TOKENS
@@ -62,8 +79,10 @@ def make_request(args: AugmentArguments, kind: str, example: Example, variant: i
     if args.repetition_penalty != 1.0 and kind != "verify":  # only when set: earlier cache keys stay valid
         params["repetition_penalty"] = args.repetition_penalty
     labels = task_labels(args)
-    schema = output_schema(kind, bounded_schema(args), labels, args.prompt_version) if args.json_mode != "off" else None
-    messages = build_messages(kind, example, labels, args.prompt_version)
+    schema = None
+    if args.json_mode != "off":
+        schema = output_schema(kind, bounded_schema(args), labels, args.prompt_version, shape)
+    messages = build_messages(kind, example, labels, args.prompt_version, shape)
     return Request(messages, params, args.backend, args.model, meta, schema)
 
 
@@ -104,6 +123,7 @@ class Collector:
         self.done = 0
         self.failures: dict[str, str] = {}
         self.new_tokens = Counter()
+        self.elsewhere = 0  # answered by another run sharing the cache while this one waited
         self._last_log = time.monotonic()
         self.bar: tqdm | None = None  # set while requests are out
 
@@ -118,6 +138,10 @@ class Collector:
         logger.warning(
             "request failed for %s (%s): %s", request.meta.get("source_id"), request.meta.get("kind"), reason
         )
+        self._progress()
+
+    def on_answered_elsewhere(self) -> None:
+        self.elsewhere += 1
         self._progress()
 
     def _progress(self) -> None:
@@ -143,11 +167,12 @@ class Run:
         self.api_key = os.environ.get(args.api_key_env) if args.backend == "openai" else None
         self.redact = Redactor.for_server(self.api_key, args.base_url)  # the key, and any in the URL
         self.cache = AnswerCache(args.cache_dir or Path(args.output_dir) / "cache")
+        self.claims: Claims | None = None  # made when a request must be sent
         self.backend = None
         self.stats: Counter = Counter()
 
-    async def _backend(self):
-        """Created (and checked) only when a request must really be sent."""
+    async def connect(self):
+        """The backend, created (and checked) only when a request must really be sent."""
         if self.backend is None:
             if self.args.backend == "openai":
                 if not self.api_key:
@@ -167,13 +192,14 @@ class Run:
         collector = Collector(self.cache, len(pending))
         if pending:
             logger.info("%d request(s) to send, %d answered from the cache", len(pending), len(requests) - len(pending))
-            backend = await self._backend()  # a refused key or an unreachable server stops the run before the bar
+            backend = await self.connect()  # a refused key or an unreachable server stops the run before the bar
             # One bar, on the main process only (RANK is set where a launcher starts several).
             with tqdm(
                 total=len(pending), unit="request", desc="augment", disable=os.environ.get("RANK", "0") != "0"
             ) as bar:
                 collector.bar = bar
-                await answer_all(self.args, backend, pending, collector)
+                await self._send(backend, pending, collector)
+            self.stats["cache_hits"] += collector.elsewhere
         self.stats["tokens_in_this_run"] += collector.new_tokens["in"]
         self.stats["tokens_out_this_run"] += collector.new_tokens["out"]
         results: dict[str, Answer | str] = {}
@@ -186,54 +212,212 @@ class Run:
         self.stats["requests"] += len(requests)
         return results
 
+    async def _send(self, backend, pending: list[Request], collector: Collector) -> None:
+        """Send the pending requests that no other live run sharing the cache is sending (`Claims`), and wait
+        for the answers of those it is: a request goes out once, even when two runs need it at the same time.
+        A request another run gave up (it failed there, or that run ended) is claimed and sent here."""
+        if self.claims is None:
+            self.claims = Claims(self.cache.folder)
+        waiting, told = list(pending), False
+        while waiting:
+            mine = self.claims.claim(r.key for r in waiting)
+            try:
+                answered = [r for r in waiting if r.key in mine and r in self.cache]  # by another run, just now
+                for _ in answered:
+                    collector.on_answered_elsewhere()
+                batch = [r for r in waiting if r.key in mine and r not in answered]
+                if batch:
+                    await answer_all(self.args, backend, batch, collector)
+            finally:
+                self.claims.release()
+            waiting = [r for r in waiting if r.key not in mine]
+            while waiting:
+                for request in [r for r in waiting if r in self.cache]:
+                    collector.on_answered_elsewhere()
+                    waiting.remove(request)
+                if not waiting or len(self.claims.held_by_others(r.key for r in waiting)) < len(waiting):
+                    break  # all answered, or some given up: claim those in the next round
+                if not told:
+                    logger.info(
+                        "waiting for %d answer(s) that another run sharing the cache %s is writing",
+                        len(waiting),
+                        self.cache.folder,
+                    )
+                    told = True
+                await asyncio.sleep(CLAIM_POLL_S)
+
     async def close(self) -> None:
+        """Give up the claims and close the backend, adding its counts to the run's (once: a second call is a no-op)."""
+        if self.claims is not None:
+            self.claims.close()
+            self.claims = None
         if self.backend is not None:
-            self.stats.update(self.backend.stats)
-            await self.backend.close()
+            backend, self.backend = self.backend, None
+            self.stats.update(backend.stats)
+            await backend.close()
 
 
-def _row(args: AugmentArguments, source: Example, kind: str, variant: int, output: dict) -> dict[str, Any]:
-    return {
-        "id": f"{source['id']}-{kind}-{slug(args.model)}-{variant}",
-        "question": output["question"],
-        "context": output["context"],
-        "long_answer": output["long_answer"],
-        "final_decision": output["final_decision"],
-        "source_id": source["id"],
-        "strategy": kind,
-        "model": args.model,
-        "prompt_version": args.prompt_version,
-    }
+def _row(
+    args: AugmentArguments, source: Example, kind: str, variant: int, output: dict, shape: Shape = PUBMEDQA
+) -> dict[str, Any]:
+    """An accepted output, under PubMedQA's field names (`write_outputs` writes the data set's own)."""
+    row = {"id": f"{source['id']}-{kind}-{slug(args.model)}-{variant}"}
+    row.update({field: output[field] for field in shape.text_fields})
+    row["final_decision"] = output["final_decision"]
+    row.update(source_id=source["id"], strategy=kind, model=args.model, prompt_version=args.prompt_version)
+    return row
 
 
-def _original(source: Example) -> dict[str, Any]:
-    row = {k: source[k] for k in ("id", "question", "context", "long_answer", "final_decision")}
+def _original(source: Example, shape: Shape = PUBMEDQA) -> dict[str, Any]:
+    row = {k: source[k] for k in ("id", *shape.text_fields, "final_decision")}
     return {**row, "source_id": source["id"], "strategy": "original", "model": None, "prompt_version": None}
 
 
+def run_identity(args: AugmentArguments, facts: dict) -> dict[str, Any]:
+    """What decides the rows a run writes, besides how many sources and variants: a rerun into the same folder
+    with other values would replace that data with another kind."""
+    return {
+        "strategy": args.strategy,
+        "backend": args.backend,
+        "model": args.model,
+        "prompt_version": args.prompt_version,
+        "labels": facts["labels"],
+        "columns": facts["columns"],
+        "sampling": sampling(args),
+    }
+
+
+def sampling(args: AugmentArguments) -> dict[str, Any]:
+    return {
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "max_tokens": args.max_tokens,
+        "seed": args.seed,
+        "repetition_penalty": args.repetition_penalty,
+    }
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def identity_changes(saved: dict, current: dict) -> list[str]:
+    """'name: old -> new' for each entry of `current` that a saved summary records otherwise (entries an older
+    summary lacks are not compared)."""
+    changed = []
+    for key, value in current.items():
+        if key not in saved:
+            continue
+        old = saved[key]
+        if key == "backend":
+            old = str(old).removesuffix(" (batch API)")
+        if isinstance(value, dict) and isinstance(old, dict) and key == "sampling":
+            changed += [f"{k}: {_short(old[k])} -> {_short(v)}" for k, v in value.items() if k in old and old[k] != v]
+        elif old != value:
+            changed.append(f"{key}: {_short(old)} -> {_short(value)}")
+    return changed
+
+
+def prepare_output_dir(args: AugmentArguments, facts: dict) -> None:
+    """Refuse a folder holding another run's output, unless --overwrite_output_dir (which removes it first, so
+    that the folder never mixes the two); call it holding the folder's lock."""
+    out = Path(args.output_dir)
+    try:
+        saved = json.loads((out / "summary.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        saved = None
+    except (OSError, ValueError):
+        saved = {"summary": "unreadable"}
+    if saved is None:
+        changed = ["data.jsonl: no summary.json says which run wrote it"] if (out / "data.jsonl").is_file() else []
+    elif not isinstance(saved, dict) or "strategy" not in saved:
+        changed = ["summary.json: unreadable"]
+    else:
+        changed = identity_changes(saved, run_identity(args, facts))
+    if not changed:
+        return
+    if not args.overwrite_output_dir:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise AugmentError(
+            f"{out} holds the output of another run ({shown}); this run would replace it: use "
+            "--overwrite_output_dir true or another --output_dir"
+        )
+    logger.warning("--overwrite_output_dir: removing the output of another run in %s (%s)", out, "; ".join(changed))
+    for name in OUTPUT_FILES:
+        (out / name).unlink(missing_ok=True)
+
+
+def warn_short_answers(args: AugmentArguments, shape: Shape) -> None:
+    """Say so when --max_tokens leaves no room for the longest answer a bounded schema allows: under a grammar
+    the model closes a string only when the schema makes it, and an answer cut off by --max_tokens does not
+    parse (about 4 characters a token; PubMedQA's 2,600 characters fit in 700 tokens)."""
+    if args.json_mode == "off" or not bounded_schema(args):
+        return
+    longest = sum(shape.max_chars[f] for f in shape.text_fields) + ANSWER_OVERHEAD_CHARS
+    if args.max_tokens * CHARS_PER_TOKEN < longest:
+        logger.warning(
+            "--max_tokens %d may cut off the longest answer the schema allows (%d characters, about %d tokens); "
+            "raise --max_tokens or lower --max_context_chars",
+            args.max_tokens,
+            longest,
+            -(-longest // CHARS_PER_TOKEN),
+        )
+
+
+def data_shape(facts: dict) -> Shape:
+    """The Shape that `load_sources` recorded in the facts."""
+    shape = facts["shape"]
+    return Shape(
+        generic=shape["wording"] == "generic",
+        long_answer=shape["long_answer"],
+        max_chars=shape["max_chars"],
+        min_chars=shape["min_chars"],
+        question_pattern=shape["question_pattern"],
+    )
+
+
 async def execute(args: AugmentArguments) -> dict[str, Any]:
-    """The whole run; returns the summary. Raises AugmentError on bad input before any request."""
+    """The whole run; returns the summary. Raises AugmentError on bad input before any request; bad input found
+    before the output folder is locked (the data, the key, the server) leaves no file behind."""
     started = time.monotonic()
     sources, leak_index, facts = load_sources(args)
     price_table(args)  # a broken price table stops the run before any request
+    shape = data_shape(facts)
+    warn_short_answers(args, shape)
+    requests = [
+        make_request(
+            args,
+            kind,
+            source,
+            variant,
+            {"source": n, "source_id": source["id"], "kind": kind, "variant": variant},
+            shape,
+        )
+        for n, source in enumerate(sources)
+        for kind in KINDS_BY_STRATEGY[args.strategy]
+        for variant in range(args.num_variants)
+    ]
     run = Run(args)
     try:
-        requests = [
-            make_request(
-                args, kind, source, variant, {"source": n, "source_id": source["id"], "kind": kind, "variant": variant}
+        if args.backend == "openai" and any(r not in run.cache for r in requests):
+            await run.connect()  # a refused key or an unreachable server: stopped before anything is written
+        lock_run_folder(args.output_dir, LOCK_HOLDER)  # a second run on this folder is refused, naming this one
+        try:
+            prepare_output_dir(args, facts)
+            answers = await run.answer(requests)
+            rows, rejected = await assemble(args, run, sources, requests, answers, leak_index, shape)
+            await run.close()  # the backend's counts join the run's
+            summary = summarize(
+                args, facts, sources, requests, answers, rows, rejected, run, time.monotonic() - started
             )
-            for n, source in enumerate(sources)
-            for kind in KINDS_BY_STRATEGY[args.strategy]
-            for variant in range(args.num_variants)
-        ]
-        answers = await run.answer(requests)
-        rows, rejected = await assemble(args, run, sources, requests, answers, leak_index)
+            write_outputs(args, rows, rejected, summary, shape)
+            if args.push_to_hub:
+                push_dataset(args.output_dir, args.hub_dataset_id, private=args.hub_private)
+        finally:
+            release_run_folder(args.output_dir)
     finally:
         await run.close()
-    summary = summarize(args, facts, sources, requests, answers, rows, rejected, run, time.monotonic() - started)
-    write_outputs(args, rows, rejected, summary)
-    if args.push_to_hub:
-        push_dataset(args.output_dir, args.hub_dataset_id, private=args.hub_private)
     return summary
 
 
@@ -244,6 +428,7 @@ async def assemble(
     requests: list[Request],
     answers: dict[str, Answer | str],
     leak_index: LeakIndex,
+    shape: Shape = PUBMEDQA,
 ) -> tuple[list[dict], list[dict]]:
     """Validate every answer in a fixed order (so reruns give the same files) and keep the good ones."""
     limits = Limits(
@@ -254,8 +439,10 @@ async def assemble(
         args.copy_threshold,
         args.check_numbers,
         args.max_repeat_share,
+        args.min_context_ratio,
+        shape.long_answer,
     )
-    rows: list[dict] = [_original(s) for s in sources] if args.strategy == "combined" else []
+    rows: list[dict] = [_original(s, shape) for s in sources] if args.strategy == "combined" else []
     seen = {fingerprint(s) for s in sources}  # an output equal to any source item is no new example
     rejected: list[dict] = []
     candidates: list[tuple[Request, dict]] = []
@@ -272,6 +459,8 @@ async def assemble(
         except ParseError as e:
             rejected.append({**base, "reason": "unparseable", "detail": str(e), "output": answer.text})
             continue
+        if not shape.long_answer:  # the data set has none: one the model wrote anyway is not kept anywhere
+            output.pop("long_answer", None)
         problem = check_fields(output, kind, source, limits, labels)
         if problem is None:
             leak = leak_index.leak(output)
@@ -282,19 +471,26 @@ async def assemble(
             rejected.append({**base, "reason": problem[0], "detail": problem[1], "output": output})
             continue
         seen.add(fingerprint(output))
-        candidates.append((request, _row(args, source, kind, variant, output)))
+        candidates.append((request, _row(args, source, kind, variant, output, shape)))
     if args.verify:
-        candidates = await verify(args, run, sources, candidates, rejected)
+        candidates = await verify(args, run, sources, candidates, rejected, shape)
     rows.extend(row for _, row in candidates)
     return rows, rejected
 
 
 async def verify(
-    args: AugmentArguments, run: Run, sources: list[Example], candidates: list[tuple[Request, dict]], rejected: list
+    args: AugmentArguments,
+    run: Run,
+    sources: list[Example],
+    candidates: list[tuple[Request, dict]],
+    rejected: list,
+    shape: Shape = PUBMEDQA,
 ) -> list[tuple[Request, dict]]:
     """The LLM answers each rewritten question; a rewrite whose answer differs from its source's is dropped."""
     checks = {
-        request.key: make_request(args, "verify", row, request.meta["variant"], dict(request.meta, kind="verify"))
+        request.key: make_request(
+            args, "verify", row, request.meta["variant"], dict(request.meta, kind="verify"), shape
+        )
         for request, row in candidates
         if row["strategy"] == "rewrite"
     }
@@ -346,30 +542,31 @@ def summarize(args, facts, sources, requests, answers, rows, rejected, run: Run,
         "tokens_out_this_run": run.stats.get("tokens_out_this_run", 0),
         "estimated_cost_usd": estimate_cost(args, tokens_in, tokens_out),
         "wall_time_s": round(wall_time, 3),
-        "sampling": {
-            "temperature": args.temperature,
-            "top_p": args.top_p,
-            "max_tokens": args.max_tokens,
-            "seed": args.seed,
-            "repetition_penalty": args.repetition_penalty,
-        },
+        "sampling": sampling(args),
         "num_variants": args.num_variants,
         "verify": args.verify,
         "json_mode": args.json_mode,
         "check_numbers": args.check_numbers,
         "max_repeat_share": args.max_repeat_share,
+        "min_context_ratio": args.min_context_ratio,
+        "max_context_words": args.max_context_words,
     }
 
 
-def write_outputs(args: AugmentArguments, rows: list[dict], rejected: list[dict], summary: dict) -> None:
-    """Each file is replaced atomically: a kill leaves the old complete file or the new one, never half."""
+def write_outputs(
+    args: AugmentArguments, rows: list[dict], rejected: list[dict], summary: dict, shape: Shape = PUBMEDQA
+) -> None:
+    """Each file is replaced atomically: a kill leaves the old complete file or the new one, never half.
+    data.jsonl names its fields by the data set's own columns (summary["columns"]), so that the recipe's data
+    block reads it back."""
     out = Path(args.output_dir)
-    atomic_write_jsonl(out / "data.jsonl", rows)
+    columns = summary["columns"]
+    atomic_write_jsonl(out / "data.jsonl", ({columns.get(k, k): v for k, v in row.items()} for row in rows))
     atomic_write_jsonl(out / "rejected.jsonl", rejected)
     atomic_write_json(out / "summary.json", summary)
     atomic_write_text(
         out / "README.md",
-        dataset_card(summary, rows, INSTRUCTIONS_BY_VERSION[args.prompt_version], args.prompt_version),
+        dataset_card(summary, rows, instructions(args.prompt_version, shape), args.prompt_version),
     )
     logger.info(
         "%d accepted, %d rejected -> %s (%s)",

@@ -1,5 +1,5 @@
-"""Checks on every generated example: fields, decision, lengths, question form, copies, invented numbers,
-repetition, duplicates, test leaks."""
+"""Checks on every generated example: fields, decision, lengths, a rewrite's share of its source's context, question
+form, copies, invented numbers, repetition, duplicates, test leaks."""
 
 from __future__ import annotations
 
@@ -68,6 +68,9 @@ class LeakIndex:
         return None
 
 
+TEXT_FIELDS = ("question", "context", "long_answer")
+
+
 @dataclass
 class Limits:
     min_words: int = 3
@@ -77,6 +80,12 @@ class Limits:
     copy_threshold: float = 0.9
     check_numbers: bool = True
     max_repeat_share: float = 0.25
+    min_context_ratio: float = 0.6  # a rewrite's context keeps at least this share of its source's words
+    long_answer: bool = True  # the data set has long answers (else outputs have none, and none is checked)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return TEXT_FIELDS if self.long_answer else TEXT_FIELDS[:2]
 
 
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -88,20 +97,27 @@ def numbers(text: str) -> set[str]:
     return {n for n in found if not (n.isdigit() and int(n) <= 10)}
 
 
-def invented_numbers(output: dict, source: Example) -> set[str]:
+def invented_numbers(output: dict, source: Example, fields: Sequence[str] = TEXT_FIELDS) -> set[str]:
     """Numbers in the output that its source item never states: a rewrite keeps every number, and a new
     pair may only use the abstract's; a small model makes figures up (checked by hand on SmolLM2 rewrites)."""
-    stated = numbers(" ".join(source[f] for f in ("question", "context", "long_answer")))
-    written = numbers(" ".join(output[f] for f in ("question", "context", "long_answer")))
+    stated = numbers(" ".join(source.get(f) or "" for f in TEXT_FIELDS))
+    written = numbers(" ".join(output.get(f) or "" for f in fields))
     return written - stated
+
+
+def context_share(output: dict, source: Example) -> float:
+    """The rewritten context's length in words as a share of its source's."""
+    return len(words(output["context"])) / max(1, len(words(source["context"])))
 
 
 def check_fields(
     output: dict, kind: str, source: Example, limits: Limits, labels: Sequence[str] = LABELS
 ) -> tuple[str, str] | None:
     """(reason, detail) if `output` cannot be used, else None. Checks that need no other output; the
-    decision must be one of `labels`."""
-    missing = [f for f in ("question", "context", "long_answer") if not output.get(f)]
+    decision must be one of `labels`; a long answer is checked only where the data set has them
+    (`limits.long_answer`)."""
+    fields = limits.fields
+    missing = [f for f in fields if not output.get(f)]
     if missing:
         return "missing_field", ", ".join(missing)
     decision = output.get("final_decision")
@@ -109,22 +125,27 @@ def check_fields(
         return "bad_decision", f"final_decision {output.get('final_decision_raw', decision)!r}"
     if kind == "rewrite" and decision != source["final_decision"]:
         return "decision_changed", f"{source['final_decision']} -> {decision}"
-    for field, most in (
-        ("question", limits.max_question_words),
-        ("context", limits.max_context_words),
-        ("long_answer", limits.max_answer_words),
-    ):
+    most = {"question": limits.max_question_words, "context": limits.max_context_words}
+    most["long_answer"] = limits.max_answer_words
+    for field in fields:
         count = len(words(output[field]))
-        if count < limits.min_words or count > most:
-            return "length", f"{field} has {count} words (allowed {limits.min_words}..{most})"
+        if count < limits.min_words or count > most[field]:
+            return "length", f"{field} has {count} words (allowed {limits.min_words}..{most[field]})"
+    if kind == "rewrite" and context_share(output, source) < limits.min_context_ratio:
+        kept, whole = len(words(output["context"])), len(words(source["context"]))
+        return (
+            "context_shortened",
+            f"the context keeps {kept} of its source's {whole} words ({kept / whole:.0%}; at least "
+            f"{limits.min_context_ratio:.0%} required)",
+        )
     if source["question"].rstrip().endswith("?") and not output["question"].rstrip().endswith("?"):
         return "not_a_question", "the source asks a question; the output's question is a statement"
-    if is_copy(output, kind, source, limits.copy_threshold):
+    if is_copy(output, kind, source, limits.copy_threshold, fields):
         return "copy_of_source", "too close to its source item"
-    invented = invented_numbers(output, source) if limits.check_numbers else set()
+    invented = invented_numbers(output, source, fields) if limits.check_numbers else set()
     if invented:
         return "invented_number", "not in the source: " + ", ".join(sorted(invented)[:5])
-    share = repeat_share(" ".join(output[f] for f in ("question", "context", "long_answer")))
+    share = repeat_share(" ".join(output[f] for f in fields))
     if share > limits.max_repeat_share:
         return "repetitive", f"{share:.0%} of its word 4-grams repeat (allowed {limits.max_repeat_share:.0%})"
     return None
@@ -140,8 +161,8 @@ def repeat_share(text: str, n: int = 4) -> float:
     return 1 - len(set(grams)) / len(grams) if grams else 0.0
 
 
-def is_copy(output: dict, kind: str, source: Example, threshold: float) -> bool:
+def is_copy(output: dict, kind: str, source: Example, threshold: float, fields: Sequence[str] = TEXT_FIELDS) -> bool:
     """A rewrite that rewrote nothing, or a 'new' question that is the source question."""
     if kind == "new":
         return jaccard(output["question"], source["question"]) >= threshold
-    return all(jaccard(output[f], source[f]) >= threshold for f in ("question", "context", "long_answer"))
+    return all(jaccard(output[f], source[f]) >= threshold for f in fields)

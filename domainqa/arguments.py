@@ -106,6 +106,13 @@ class InferenceArguments:
         default=None,
         metadata={"help": "Adapter or fine-tuned model (folder or Hub id); default: output_dir if it holds one."},
     )
+    zero_shot: bool = field(
+        default=False,
+        metadata={
+            "help": "Predict with the untouched base model even where output_dir holds a training run (unset: only "
+            "where it holds none; a run with checkpoints but no final model is refused as interrupted)."
+        },
+    )
     mode: Literal["score", "generate"] = field(
         default="score",
         metadata={"help": "score: most likely label (fast, never unparseable); generate: the paper's beam search."},
@@ -115,6 +122,13 @@ class InferenceArguments:
     )
     batch_size: int = field(
         default=8, metadata={"help": "Examples per forward pass (on a CPU, 1 is fastest: no padding at all)."}
+    )
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "Causal LMs: fit each prompt and its answer to this many tokens by cutting the context, as "
+            "training did (unset: the training run's max_length, else the model's own limit)."
+        },
     )
     num_beams: int = field(default=5, metadata={"help": "Generate mode: beams (paper: 5)."})
     repetition_penalty: float = field(default=2.0, metadata={"help": "Generate mode: repetition penalty (paper: 2.0)."})
@@ -137,7 +151,7 @@ class InferenceArguments:
 
     def __post_init__(self):
         checks.literal_choices(self, InferenceArguments)
-        for name in ("batch_size", "num_beams", "max_new_tokens"):
+        for name in ("batch_size", "num_beams", "max_new_tokens", "max_length"):
             checks.at_least(name, getattr(self, name), 1)
         if self.repetition_penalty <= 0:
             raise ValueError(f"repetition_penalty must be positive, got {self.repetition_penalty}")
@@ -233,6 +247,7 @@ class TrainingArguments(SFTConfig):
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             checks.at_least(name, getattr(self, name), 1)
         checks.writable_folder("output_dir", self.output_dir)
+        checks.hub_repo_id("hub_model_id", self.hub_model_id)
         if self.bf16 is None and not self.fp16:
             self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         super().__post_init__()

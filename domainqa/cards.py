@@ -36,11 +36,17 @@ MODEL_METADATA_ORDER = ["library_name", "license", "language", "pipeline_tag", "
 _TEMPLATES = Environment(undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
 MODEL_CARD = _TEMPLATES.from_string("""\
-# {{ name }}: {{ base }} fine-tuned on PubMedQA ({{ method }})
+# {{ name }}: {{ base }} fine-tuned on {{ task }} ({{ method }})
 
+{% if pubmedqa %}
 Answers PubMedQA questions (a research question and the abstract without its conclusion) with yes, no
 or maybe. Trained with the pipeline of Dr. LLaMA (Guo et al., 2023): parameter-efficient fine-tuning
 of a small language model on the PQA-L training items, original or rewritten/extended by a large model.
+{% else %}
+Answers the questions of `{{ task }}` (a question and its context) with one of {{ labels | join(", ") }}.
+Trained with the pipeline of Dr. LLaMA (Guo et al., 2023): fine-tuning of a small language model on the
+training items of that data set, original or rewritten/extended by a large model.
+{% endif %}
 
 ## Base model
 
@@ -78,23 +84,36 @@ seed {{ code(run.seed) }}.
 | {{ row.name }} | {{ "%.3f" % row.accuracy }} | {{ "%.3f" % row.macro_f1 }} | {{ row.num_examples }} |
 {% endfor %}
 
+The scores are those of `evaluate.py` (accuracy and macro-F1 as the official PubMedQA evaluation computes them)
+on the prediction files named, each scored once against the true labels of its items.
 {% else %}
 Not evaluated yet in this folder (`python evaluate.py --predictions ... --output_file ...`).
 
 {% endif %}
 {% for p in predictions %}
 - Predictions `{{ p.stem }}.json`: {{ p.meta.num_examples }} items of split {{ code(p.meta.split) }} / \
-{{ code(p.meta.eval_split) }}, mode {{ code(p.meta.mode) }}, {{ p.meta.num_unparsed }} unparsed.
+{{ code(p.meta.eval_split) }}, mode {{ code(p.meta.mode) }}, {{ p.meta.num_unparsed }} unparsed{% \
+if not p.included %} (not uploaded: they carry the items' true labels){% endif %}.
 {% endfor %}
 
 ## How to use
 
-With this project's `infer.py`, which reads the settings the model was trained with from `run_config.yaml`:
+With this project (`pip install` it, see its README), in Python; the same label scores as its `infer.py`:
+
+```python
+from domainqa import predict
+
+predict("{{ repo }}", question="...", context="...")  # {"prediction": ..., "label_logprobs": {...}}
+```
+
+With its `infer.py`, which reads the settings the model was trained with (prompt, labels, length) from
+`run_config.yaml`{% if not pubmedqa %}; name your copy of the data set with `--dataset_path`{% endif %}:
 
 ```bash
-python infer.py --adapter_path {{ repo }} --model_name_or_path {{ base_name }} --split {{ split }} --output_dir \
-{{ local }}
-python evaluate.py --predictions {{ local }}/{{ test_predictions }}.json --split {{ split }}
+python infer.py --adapter_path {{ repo }} --output_dir {{ local }}{% if not pubmedqa %} --dataset_path YOUR_DATA{% \
+endif %}
+
+python evaluate.py --predictions {{ local }}/{{ test_predictions }}.json
 ```
 
 {% if adapter and classifier %}
@@ -111,24 +130,17 @@ base.config.pad_token_id = tokenizer.pad_token_id
 model = PeftModel.from_pretrained(base, "{{ repo }}").eval()
 ```
 
-{% elif adapter %}
-With PEFT alone (build the prompt the way `domainqa/prompts.py` does for the format above):
-
-```python
-from peft import PeftModel
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
-base = AutoModelForCausalLM.from_pretrained("{{ base }}")
-model = PeftModel.from_pretrained(base, "{{ repo }}")
-tokenizer = AutoTokenizer.from_pretrained("{{ repo }}")
-```
-
 {% endif %}
 ## Data, licence and citation
 
+{% if pubmedqa %}
 PubMedQA (Jin et al., 2019) is MIT-licensed; this model is released for research on small models for
 biomedical question answering and must not be used for medical advice. Augmented training data is also
 subject to the terms of the model that wrote it. The licence of the base model applies to the weights.
+{% else %}
+The licence of `{{ task }}` applies to what the model learnt from it; augmented training data is also subject
+to the terms of the model that wrote it. The licence of the base model applies to the weights.
+{% endif %}
 
 ```bibtex
 @inproceedings{jin2019pubmedqa,
@@ -145,12 +157,21 @@ subject to the terms of the model that wrote it. The licence of the base model a
 """)
 
 DATASET_CARD = _TEMPLATES.from_string("""\
+{% if pubmedqa %}
 # PubMedQA augmented: {{ summary.strategy }} by {{ models }}
 
 Training data for PubMedQA ({{ labels | join("/") }} questions on PubMed abstracts) written by a large language
 model from the training items of PQA-L, following Dr. LLaMA (Guo et al., 2023): *rewrite* rewords
 question, context and long answer with the same decision; *new* writes new question/answer pairs from
 the same abstracts; *original* rows are the unchanged sources (combined strategy).
+{% else %}
+# {{ dataset }} augmented: {{ summary.strategy }} by {{ models }}
+
+Training data for `{{ dataset }}` (questions with a context, labelled {{ labels | join("/") }}) written by a large
+language model from its training items, following Dr. LLaMA (Guo et al., 2023): *rewrite* rewords question and
+context with the same label; *new* writes new question/answer pairs from the same contexts; *original* rows are
+the unchanged sources (combined strategy).
+{% endif %}
 
 - Sources: {{ summary.sources }} items, {{ summary.source_origin }} of `{{ dataset }}`;
   no test item was used as a source, and outputs overlapping a test question or context were removed
@@ -165,8 +186,7 @@ the same abstracts; *original* rows are the unchanged sources (combined strategy
 
 ## Fields
 
-`id` (unique), `question`, `context`, `long_answer`, `final_decision` ({{ labels | join("/") }}), and provenance:
-`source_id` (the PubMedQA item it came from), `strategy`, `model`, `prompt_version`.
+{{ fields }}, and provenance: `source_id` (the item it came from), `strategy`, `model`, `prompt_version`.
 
 ## Prompts
 
@@ -176,9 +196,15 @@ the same abstracts; *original* rows are the unchanged sources (combined strategy
 
 ## Licence and caveats
 
+{% if pubmedqa %}
 PubMedQA is MIT-licensed; generated text is also subject to the terms of the model that wrote it.
 Generated answers were checked for format, decision and overlap, not for medical correctness:
 use for research on training small models, never as medical advice.
+{% else %}
+The licence of `{{ dataset }}` applies; generated text is also subject to the terms of the model that wrote it.
+Generated answers were checked for format, label and overlap, not for correctness: use for research on
+training small models.
+{% endif %}
 """)
 
 
@@ -257,9 +283,23 @@ def _method_text(method: str, run: dict, adapter: dict) -> str:
     return f"{method} fine-tuning"
 
 
+def task_name(run: dict) -> str:
+    """The data set a run was trained on, as a reader knows it: PubMedQA, or the name of one's own."""
+    if run.get("split") != "custom":
+        return "PubMedQA"
+    return _portable_path(str(run.get("dataset_path")))
+
+
+def _portable_path(value: str) -> str:
+    """A Hub id as it is; a local path by its file name (the rest is this machine's layout)."""
+    return Path(value).name if Path(value).is_absolute() or Path(value).exists() else value
+
+
 def _data_text(run: dict) -> str:
     train_data = run.get("train_data")
-    data = f"`{train_data}` (an `augment/` output or merge)" if train_data else "the original PQA-L training items"
+    original = "the original PQA-L training items" if run.get("split") != "custom" else (
+        f"the train part of `{task_name(run)}`")  # fmt: skip
+    data = f"`{_portable_path(train_data)}` (an `augment/` output or merge)" if train_data else original
     fold = f" (fold {run.get('fold')})" if run.get("split") == "official" else ""
     first = f", first {run['max_train_samples']} items" if run.get("max_train_samples") else ""
     return f"{data}; split {_code(run.get('split'))}{fold}{first}"
@@ -272,9 +312,10 @@ def _model_metadata(run: dict, adapter: dict, base: str, method: str, name: str,
         "license": "other",
         "language": ["en"],
         "pipeline_tag": "text-classification" if classifier else "text-generation",
-        "tags": ["pubmedqa", "biomedical", "question-answering", method],
-        "datasets": ["qiaojin/PubMedQA"],
+        "tags": ["question-answering", method],
     }
+    if run.get("split") != "custom":
+        metadata.update(tags=["pubmedqa", "biomedical", "question-answering", method], datasets=["qiaojin/PubMedQA"])
     if "/" in base and not Path(base).exists():
         metadata["base_model"] = base
     if evaluations:
@@ -282,8 +323,9 @@ def _model_metadata(run: dict, adapter: dict, base: str, method: str, name: str,
     return metadata
 
 
-def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str:
-    """The README.md of a released run, from its run_config.yaml, results and any evaluation."""
+def model_card(output_dir: str | os.PathLike, repo_id: str | None = None, included: set[str] | None = None) -> str:
+    """The README.md of a released run, from its run_config.yaml, results and any evaluation; `included`: the
+    files the release holds (None: every prediction file counts as included)."""
     folder = Path(output_dir)
     run = load_run_config(str(folder))
     adapter = _read_json(folder / "adapter_config.json")
@@ -295,7 +337,11 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
     split = run.get("split") or "paper"  # the test part the run was kept away from
     evaluations = _evaluations(folder)
     predictions = [
-        {"stem": stem, "meta": defaultdict(lambda: None, _read_json(predictions_files(folder / stem)["meta"]))}
+        {
+            "stem": stem,
+            "meta": defaultdict(lambda: None, _read_json(predictions_files(folder / stem)["meta"])),
+            "included": included is None or f"{stem}.json" in included,
+        }
         for stem in prediction_stems(folder)
     ]
     results = _read_json(folder / TRAIN_RESULTS)
@@ -309,6 +355,7 @@ def model_card(output_dir: str | os.PathLike, repo_id: str | None = None) -> str
         test_predictions=predictions_name(split, "test", "score"),
         classifier=run.get("task_type") == "sequence_classification", labels=labels,
         classifier_kwargs=f"num_labels={len(labels)}" + (f", num_hidden_layers={layers}" if layers else ""),
+        task=task_name(run), pubmedqa=run.get("split") != "custom",
     )  # fmt: skip
     data = ModelCardData(**_model_metadata(run, adapter, base, method, name, evaluations))
     return _card(ModelCard, data, MODEL_METADATA_ORDER, body)
@@ -321,7 +368,12 @@ def dataset_card(summary: dict, rows: list[dict], instructions: dict[str, str], 
     """The README.md of augmented training data, from the run's summary and rows; `instructions` are the
     prompts that wrote them, by kind."""
     labels = summary.get("labels", LABELS)  # summaries written before label sets had none
+    columns = summary.get("columns") or {}  # the data set's own names of the fields, where it has its own
     decisions = Counter(r["final_decision"] for r in rows)
+    named = {"id": "`{}` (unique)", "question": "`{}`", "context": "`{}`", "long_answer": "`{}`",
+             "final_decision": "`{}` (" + "/".join(labels) + ")"}  # fmt: skip
+    present = [f for f in named if f != "long_answer" or any(r.get("long_answer") for r in rows)]
+    fields = ", ".join(named[f].format(columns.get(f) or f) for f in present)
     strategies = Counter(r["strategy"] for r in rows)
     models = sorted({str(r["model"]) for r in rows if r.get("model")})
     body = DATASET_CARD.render(
@@ -330,12 +382,13 @@ def dataset_card(summary: dict, rows: list[dict], instructions: dict[str, str], 
         strategies=", ".join(f"{k}: {v}" for k, v in sorted(strategies.items())),
         decisions=", ".join(f"{k}: {decisions.get(k, 0)}" for k in labels),
         instructions={kind: text for kind, text in instructions.items() if kind != "verify"},
+        pubmedqa=summary.get("split") != "custom", fields=fields,
     )  # fmt: skip
     data = DatasetCardData(
         license="other",
         language=["en"],
         task_categories=["question-answering"],
-        tags=["pubmedqa", "biomedical", "synthetic", "llm-augmented"],
+        tags=(["pubmedqa", "biomedical"] if summary.get("split") != "custom" else []) + ["synthetic", "llm-augmented"],
         configs=[{"config_name": "default", "data_files": "data.jsonl"}],
     )
     return _card(DatasetCard, data, None, body)

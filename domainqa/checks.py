@@ -6,11 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tempfile
 import types
 import typing
 from collections.abc import Iterable
 from pathlib import Path
+
+# The Hub's repository names: letters, digits, '-', '_' and '.', not starting or ending with '-' or '.'.
+_HUB_NAME = r"[A-Za-z0-9](?:[\w.-]{0,94}[A-Za-z0-9_])?"
+HUB_REPO_ID = re.compile(rf"{_HUB_NAME}/{_HUB_NAME}")
+# A model as transformers names it: user/name or a bare name, then @revision (a branch, tag, commit, refs/pr/N).
+HUB_MODEL_ID = re.compile(rf"(?:{_HUB_NAME}/)?{_HUB_NAME}(?:@[\w./-]+)?")
 
 
 def at_least(name: str, value: float | None, minimum: float) -> None:
@@ -108,3 +115,11 @@ def model_source(name: str, value: str | None) -> None:
         return
     if looks_like_path(value):
         raise ValueError(f"{name} {value}: no such folder")
+    if not HUB_MODEL_ID.fullmatch(value):
+        raise ValueError(f"{name} {value}: no such folder, nor a Hub id (user/name[@revision])")
+
+
+def hub_repo_id(name: str, value: str | None) -> None:
+    """A Hub repository to create or push to: user/name, in the characters the Hub accepts."""
+    if value is not None and not HUB_REPO_ID.fullmatch(value):
+        raise ValueError(f"{name} must be a Hub repository id user/name (letters, digits, - _ .), got {value!r}")

@@ -7,7 +7,9 @@ import dataclasses
 import errno
 import logging
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
@@ -30,6 +32,7 @@ _STORAGE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 EXIT_USAGE = 2  # bad input, or a full disk: argparse's status for a usage error
 EXIT_INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # 128 + SIGTERM, the status a process killed by it would have
 
 
 def run_main(main: Callable[[list[str]], object], args: list[str] | None = None, prog: str | None = None) -> int:
@@ -39,11 +42,15 @@ def run_main(main: Callable[[list[str]], object], args: list[str] | None = None,
     short line and status 130; any other error keeps its traceback. An int that `main` returns is the
     status (e.g. augment's batch still pending), anything else means success."""
     prog = prog or Path(sys.argv[0]).name
+    previous = signal.signal(signal.SIGTERM, _terminated) if _in_main_thread() else None
     try:
         result = main(list(sys.argv[1:] if args is None else args))
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(f"{prog}: terminated; what was saved is kept, rerun the same command to go on", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; rerun the same command to go on", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -53,7 +60,23 @@ def run_main(main: Callable[[list[str]], object], args: list[str] | None = None,
             raise
         print(f"{prog}: error: {reason}; free space and rerun to go on", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's preemption, `kill`): unwound like Ctrl-C, so files being written are closed and
+    partial files keep their complete rows."""
+
+
+def _terminated(signum, frame) -> NoReturn:
+    raise Terminated
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
 
 
 def run_cli(main: Callable[[list[str]], object], prog: str | None = None) -> NoReturn:
@@ -103,7 +126,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise RecipeError(f"{path}: cannot read recipe ({e.strerror})") from e
     except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: invalid YAML ({_yaml_problem(e)})") from e
+        raise RecipeError(f"{path}: invalid YAML ({yaml_problem(e)})") from e
     if recipe is None:
         return {}
     if not isinstance(recipe, dict):
@@ -111,7 +134,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     return recipe
 
 
-def _yaml_problem(error: yaml.YAMLError) -> str:
+def yaml_problem(error: yaml.YAMLError) -> str:
     """PyYAML's multi-line report as one line: the problem and where it is."""
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error).splitlines()[0]

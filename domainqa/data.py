@@ -31,6 +31,11 @@ NUM_OFFICIAL_FOLDS = 10
 
 Example = dict[str, Any]
 
+# The longest text field a CSV file may hold (Python's csv module stops at 131,072 characters by default); a
+# longer one is refused in one line. Contexts are fitted to the model's length later, so a long one is fine.
+MAX_FIELD_CHARS = 2**24
+csv.field_size_limit(MAX_FIELD_CHARS)
+
 
 class DataError(UsageError):
     """Input data that cannot be used; the message names the file and the row."""
@@ -121,8 +126,12 @@ def normalize_example(
     ]
     if missing:
         raise DataError(f"{where}: missing field(s) {', '.join(missing)}")
-    if not isinstance(question, str) or not question.strip():
+    if not isinstance(question, str):
+        raise DataError(f"{where}: the question is not text ({type(question).__name__} {question!r})")
+    if not question.strip():
         raise DataError(f"{where}: empty question")
+    if not str(example_id).strip():
+        raise DataError(f"{where}: empty id")
     context = _context_text(raw_context)
     if context is None or not context.strip():
         raise DataError(f"{where}: context must be a non-empty string or list of strings")
@@ -231,7 +240,7 @@ def _read_rows(path: Path) -> list[tuple[dict, str | None]]:
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
+            data = json.loads(path.read_text(encoding="utf-8-sig"), object_pairs_hook=unique_keys)
         except DuplicateKeyError as e:
             raise DataError(f"{path}: {e}") from None
         if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
@@ -243,7 +252,7 @@ def _read_rows(path: Path) -> list[tuple[dict, str | None]]:
         raise DataError(f"{path}: expected a list of records or an object keyed by id")
     if suffix == ".jsonl":
         rows = []
-        with path.open(encoding="utf-8") as f:
+        with path.open(encoding="utf-8-sig") as f:
             for line_no, line in enumerate(f, 1):
                 if line.strip():
                     try:
@@ -252,8 +261,13 @@ def _read_rows(path: Path) -> list[tuple[dict, str | None]]:
                         raise DataError(f"{path}, line {line_no}: invalid JSON ({e.msg})") from e
         return rows
     if suffix == ".csv":
-        with path.open(encoding="utf-8", newline="") as f:
-            return [(row, None) for row in csv.DictReader(f)]
+        # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name.
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            try:
+                return [(row, None) for row in reader]
+            except csv.Error as e:  # a field over MAX_FIELD_CHARS, or a broken quote
+                raise DataError(f"{path}, line {reader.line_num}: {e}") from None
     if suffix == ".parquet":
         import pyarrow.parquet
 

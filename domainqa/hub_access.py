@@ -164,6 +164,31 @@ def hub_model_commit(name_or_path: str) -> str | None:
     return hub_commit(ref.repo_id)
 
 
+def check_can_push(repo_id: str, token: str | None = None) -> None:
+    """Before any work is done for a release: uploading needs the Hub online, a token, and an answer from the
+    Hub. One line otherwise, where a failed push would come only after training."""
+    import httpx2
+    from huggingface_hub import HfApi, constants, get_token
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+    later = "or release the run later with python -m domainqa.hub_upload"
+    if _offline():
+        raise HubError(f"--push_to_hub with HF_HUB_OFFLINE=1: nothing can be uploaded; unset it, {later}")
+    token = token or get_token()  # --hub_token, else $HF_TOKEN or the stored login
+    if not token:
+        raise HubError(f"--push_to_hub needs a Hub token: --hub_token, $HF_TOKEN or hf auth login; {later}")
+    try:
+        HfApi(token=token).repo_info(repo_id, timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except httpx2.TransportError as e:
+        raise HubUnreachable(
+            f"--push_to_hub: cannot reach the Hub at {_endpoint()} ({_first_line(e)}); {later}"
+        ) from None
+    except RepositoryNotFoundError:
+        pass  # the release creates it
+    except HfHubHTTPError as e:
+        raise HubError(f"--push_to_hub: the Hub at {_endpoint()} answered {_first_line(e)}; {later}") from None
+
+
 @dataclass(frozen=True)
 class ModelSource:
     folder: str  # a local folder holding the model or adapter

@@ -16,6 +16,9 @@ import logging
 import os
 from pathlib import Path
 
+import yaml
+
+from . import checks
 from .cards import CARD, model_card
 from .config import ArgumentParser, UsageError, run_cli, setup_logging
 from .embedded import portable_name
@@ -23,6 +26,7 @@ from .run_folder import (
     MODEL_FILES,
     PREDICTION_SUFFIXES,
     RESULT_FILES,
+    RUN_CONFIG,
     TOKENIZER_FILES,
     holds_trained_model,
     load_run_config,
@@ -69,19 +73,39 @@ def upload(
 # ---------------------------------------------------------------------------------------------- a run
 
 
-def release_files(output_dir: str | os.PathLike, repo_id: str | None = None) -> dict[str, Path | bytes]:
-    """What a release of `output_dir` holds, path in repo -> local file or contents; the card included."""
+def release_files(
+    output_dir: str | os.PathLike, repo_id: str | None = None, include_predictions: bool = False
+) -> dict[str, Path | bytes]:
+    """What a release of `output_dir` holds, path in repo -> local file or contents; the card included.
+
+    Prediction files carry the true label of every item they predict (a private test set's labels) and the
+    local paths of the run: they are released only when asked for. run_config.yaml is released with its local
+    paths reduced to file names."""
     folder = Path(output_dir)
     if not holds_trained_model(folder):
         raise UsageError(f"{folder} holds no trained adapter or model (adapter_config.json / config.json)")
     names = [*MODEL_FILES, *TOKENIZER_FILES, *RESULT_FILES, *metrics_files(folder)]
-    for stem in prediction_stems(folder):
-        names += [f"{stem}{suffix}" for suffix in PREDICTION_SUFFIXES.values()]
+    if include_predictions:
+        for stem in prediction_stems(folder):
+            names += [f"{stem}{suffix}" for suffix in PREDICTION_SUFFIXES.values()]
     files: dict[str, Path | bytes] = {n: folder / n for n in dict.fromkeys(names) if (folder / n).is_file()}
     if "adapter_config.json" in files:
         files["adapter_config.json"] = _portable_adapter_config(folder)
-    files[CARD] = model_card(folder, repo_id).encode("utf-8")
+    if RUN_CONFIG in files:
+        files[RUN_CONFIG] = _portable_run_config(folder)
+    files[CARD] = model_card(folder, repo_id, included=set(files)).encode("utf-8")
     return dict(sorted(files.items()))
+
+
+def _portable_run_config(folder: Path) -> bytes:
+    """run_config.yaml with every absolute path of data and outputs reduced to its last part: this machine's
+    layout stays here. The base model keeps its name: infer.py loads the adapter onto it."""
+    config = load_run_config(folder)
+    portable = {
+        k: Path(v).name if k != "model_name_or_path" and isinstance(v, str) and os.path.isabs(v) else v
+        for k, v in config.items()
+    }
+    return yaml.safe_dump(portable, sort_keys=True).encode("utf-8")
 
 
 def _portable_adapter_config(folder: Path) -> bytes:
@@ -94,10 +118,15 @@ def _portable_adapter_config(folder: Path) -> bytes:
 
 
 def push_run(
-    output_dir: str | os.PathLike, repo_id: str, token: str | None = None, private: bool | None = None, api=None
+    output_dir: str | os.PathLike,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    api=None,
+    include_predictions: bool = False,
 ) -> list[str]:
     """Release the run in `output_dir` as the model `repo_id`; returns the paths uploaded."""
-    files = release_files(output_dir, repo_id)
+    files = release_files(output_dir, repo_id, include_predictions)
     return upload(repo_id, "model", files, f"Release {Path(output_dir).name}", token, private, api)
 
 
@@ -122,14 +151,24 @@ def main(args: list[str] | None = None) -> list[str]:
     parser.add_argument("--hub_token", default=None, help="Default: $HF_TOKEN or the stored login.")
     parser.add_argument("--private", action="store_true", help="Create the repository private.")
     parser.add_argument("--dry_run", action="store_true", help="List the files and print the card; upload nothing.")
+    parser.add_argument(
+        "--include_test_predictions",
+        action="store_true",
+        help="Also upload the prediction files (they hold every predicted item's true label and local paths).",
+    )
     options = parser.parse_args(args)
+    try:
+        checks.hub_repo_id("--hub_model_id", options.hub_model_id)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
     setup_logging()
     if options.dry_run:
-        files = release_files(options.output_dir, options.hub_model_id)
+        files = release_files(options.output_dir, options.hub_model_id, options.include_test_predictions)
         print(files[CARD].decode("utf-8"))
         print("\n".join(f"would upload: {name}" for name in files))
         return list(files)
-    return push_run(options.output_dir, options.hub_model_id, options.hub_token, options.private or None)
+    return push_run(options.output_dir, options.hub_model_id, options.hub_token, options.private or None,
+                    include_predictions=options.include_test_predictions)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -42,6 +42,11 @@ def _umask() -> int:
     return mask
 
 
+def output_mode() -> int:
+    """The mode open() gives a new file under this process's umask."""
+    return 0o666 & ~_umask()
+
+
 def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 

@@ -66,6 +66,22 @@ def adapter_config(trained: str) -> PeftConfig | None:
         return None
 
 
+def non_finite_parameter(model: torch.nn.Module, trainable_only: bool = False) -> str | None:
+    """The name of the first parameter holding a NaN or an infinity, or None: a diverged run or a damaged
+    weight file gives such a model, which would still answer every item (with its first label)."""
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if (parameter.requires_grad or not trainable_only) and not torch.isfinite(parameter).all():
+                return name
+    return None
+
+
+def refuse_non_finite(model: torch.nn.Module, where: str) -> None:
+    name = non_finite_parameter(model)
+    if name is not None:
+        raise UsageError(f"{where}: the weight {name} holds NaN or infinite values; the model cannot be used")
+
+
 def has_tokenizer(path: str) -> bool:
     folder = Path(path)
     return not folder.is_dir() or any((folder / n).is_file() for n in ("tokenizer.json", "tokenizer_config.json"))

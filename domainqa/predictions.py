@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -70,12 +71,12 @@ def cut_to_complete_rows(path: Path, length: int) -> None:
 PREDICTION_SETTINGS = (
     "model", "trained_model", "model_hash", "adapter_hash", "adapter_commit", "data_hash", "split", "fold",
     "prompt_format", "answer_style", "system_prompt", "eval_split", "mode", "num_beams", "repetition_penalty",
-    "max_new_tokens", "labels",
+    "max_new_tokens", "labels", "max_length",
 )  # fmt: skip
 
 
 def resume_key(settings: dict) -> dict:
-    return {name: settings[name] for name in PREDICTION_SETTINGS}
+    return {name: settings.get(name) for name in PREDICTION_SETTINGS}
 
 
 def read_partial(path: Path, settings: dict, overwrite: bool = False) -> tuple[list[dict], int]:
@@ -105,11 +106,22 @@ def start_partial(partial: Path, settings: dict, overwrite: bool) -> set[str]:
     return {row["id"] for row in done_rows}
 
 
+def refuse_non_finite_scores(row: dict, where: str) -> None:
+    """A label score that is NaN or infinite means a broken model: its "prediction" would be a guess."""
+    scores = row.get("label_logprobs") or {}
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in scores.values()):
+        raise UsageError(
+            f"{where}: the label scores of item {row.get('id')} are not finite ({scores}); the model is broken (a "
+            "diverged run or a damaged weight file) and nothing is scored with it"
+        )
+
+
 def append_rows(partial: Path, rows: Iterable[dict], total: int, done: int) -> None:
     """Append each row to `partial` as soon as it exists, with a progress bar over all `total` items."""
     try:
         with partial.open("a", encoding="utf-8") as f, tqdm(total=total, initial=done, unit="ex") as bar:
             for row in rows:
+                refuse_non_finite_scores(row, str(partial))
                 f.write(json.dumps(row) + "\n")
                 f.flush()
                 bar.update(1)
@@ -142,6 +154,7 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = LABELS) ->
                 raise UsageError(f"{path}, line {line_no}: not a prediction row with id and prediction ({e})") from e
             if pmid in predictions:  # which of two answers counts would be a guess
                 raise UsageError(f"{path}, line {line_no}: id {pmid} appears a second time")
+            refuse_non_finite_scores(row, f"{path}, line {line_no}")
             predictions[pmid] = label
             unparsed += not parsed
         return _checked_labels(path, predictions, labels), unparsed
@@ -153,7 +166,23 @@ def read_predictions(path: str | Path, labels: Sequence[str] | None = LABELS) ->
         raise UsageError(f"{path}: {e}") from e
     if not isinstance(predictions, dict):
         raise UsageError(f"{path}: expected the official format, an object {{PMID: label}}")
-    return _checked_labels(path, {str(k): v for k, v in predictions.items()}, labels), None
+    # infer.py's official file: the rows beside it carry the scores, its metadata the unparsed count.
+    rows, meta = path.with_suffix(".jsonl"), prediction_meta(path)
+    if rows.is_file():
+        read_predictions(rows, None)
+    unparsed = meta.get("num_unparsed")
+    return _checked_labels(path, {str(k): v for k, v in predictions.items()}, labels), unparsed
+
+
+def prediction_meta(path: str | Path) -> dict:
+    """The .meta.json infer.py wrote beside a prediction file ({} for a file from elsewhere)."""
+    path = Path(path)
+    stem = path.name.removesuffix(".jsonl").removesuffix(".json")
+    try:
+        meta = json.loads(path.with_name(stem + ".meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
 
 
 def _checked_labels(path: Path, predictions: dict[str, object], labels: Sequence[str] | None) -> dict[str, str]:

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from .config import UsageError, load_yaml
+from .config import UsageError, load_yaml, yaml_problem
 from .data import FIELDS
 from .data_spec import PARTS, DataParts
 from .embedded import resolve_model_path
@@ -52,6 +52,7 @@ CALIBRATION = "calibration.json"  # per-label biases fitted by calibrate.py
 DATA_SPLIT = "data_split.json"  # a custom data set's parts made by a seed: ids, seed and label set
 PROBE_HEAD = "probe_head.json"  # head_init linear_probe: the probe's C, cross-validation scores and timing
 CHECKPOINT_PREFIX = "checkpoint"  # the Trainer's PREFIX_CHECKPOINT_DIR
+STAGING = ".final-model.tmp"  # the final model while it is saved, before it is moved into the run folder
 # The final model and what it needs to run; never checkpoints, optimizer state or training_args.bin.
 MODEL_FILES = (
     "adapter_config.json",
@@ -169,7 +170,15 @@ def save_run_config(output_dir: str | Path, *argument_objects) -> None:
 def load_run_config(folder: str | Path) -> dict:
     """The settings a run was trained with ({} where the folder has no run_config.yaml)."""
     path = Path(folder) / RUN_CONFIG
-    return load_yaml(path.read_text(encoding="utf-8")) or {} if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        config = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise UsageError(f"{path}: unreadable ({yaml_problem(e) if isinstance(e, yaml.YAMLError) else e})") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"{path}: not a mapping of settings")
+    return config
 
 
 # ------------------------------------------------------------------------------ the record of a split
@@ -462,6 +471,21 @@ def lock_run_folder(folder: str | Path, script: str) -> None:
     _HELD[key] = fd
 
 
+def lock_holder(folder: str | Path) -> str | None:
+    """Who holds `folder`'s lock now (another process), or None: a model being trained is not one to load."""
+    path = Path(folder) / LOCK
+    if str(Path(folder).resolve()) in _HELD or not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+    finally:
+        os.close(fd)  # and with it the shared lock, if it was taken
+    return None
+
+
 def release_run_folder(folder: str | Path) -> None:
     fd = _HELD.pop(str(Path(folder).resolve()), None)
     if fd is not None:
@@ -509,9 +533,37 @@ def training_fingerprint(
     )
 
 
-def _holds_a_run(folder: Path) -> bool:
-    names = (TRAINER_STATE, TRAIN_RESULTS)
+def holds_training_run(folder: str | Path) -> bool:
+    """Whether `folder` holds a training run, finished or not (checkpoints, a Trainer state, results, a model)."""
+    folder = Path(folder)
+    names = (TRAINER_STATE, TRAIN_RESULTS, FINGERPRINT)
     return bool(checkpoint_folders(folder)) or holds_trained_model(folder) or any((folder / n).is_file() for n in names)
+
+
+def finished_run(folder: str | Path) -> dict | None:
+    """The training metrics of a run that finished (final model, run_config.yaml and train_results.json all
+    saved, in that order), or None."""
+    folder = Path(folder)
+    if not (holds_trained_model(folder) and (folder / RUN_CONFIG).is_file()):
+        return None
+    try:
+        return json.loads((folder / TRAIN_RESULTS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def saved_model_problem(folder: str | Path) -> str | None:
+    """Why the final model in `folder` cannot be loaded (a file cut off or damaged), or None."""
+    for path in model_files(Path(folder)):
+        if path.suffix == ".safetensors":
+            problem = _safetensors_problem(path)
+        elif path.suffix == ".json":
+            problem = _json_problem(path)
+        else:
+            problem = None
+        if problem:
+            return problem
+    return None
 
 
 def resume_point(model_args, data_args, training_args, train_items: list, validation_items: list) -> str | None:
@@ -549,7 +601,7 @@ def start_training_run(
     if saved is not None:
         changed = differences(saved, fingerprint)
     else:
-        changed = ["fingerprint: none (an earlier version made this run)"] if _holds_a_run(folder) else []
+        changed = ["fingerprint: none (an earlier version made this run)"] if holds_training_run(folder) else []
     if changed and not overwrite:
         refuse_mismatch(str(folder), changed, "--overwrite_output_dir true")
     if is_lock_owner():

@@ -34,6 +34,7 @@ TRAINING = {
     "seed": 42,
     "logging_steps": 1,
     "save_strategy": "epoch",
+    "eval_strategy": "epoch",  # validation accuracy and macro-F1 of label scoring at every epoch, in TensorBoard
     "save_total_limit": 2,
     "report_to": "tensorboard",  # curves under <output_dir>/runs (tensorboard --logdir outputs)
 }

@@ -23,8 +23,8 @@ from transformers import (
 
 from domainqa.embedded import embedded_model_path
 from tests.fake_hub import serve_fake_hub
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("DOMAINQA_SHARED", REPO.parent / "shared"))
 PQAL = SHARED / "pubmedqa" / "ori_pqal.json"
 GROUND_TRUTH = SHARED / "pubmedqa" / "test_ground_truth.json"

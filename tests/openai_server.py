@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 speaking enough of the OpenAI API for the augment tests and benchmark.
 
 It answers /v1/models, /v1/chat/completions, /v1/files and /v1/batches. Its "LLM" rewrites by reversing
-every word longer than three letters, so outputs differ from their sources but keep their decision.
+every word longer than three letters, so outputs differ from their sources but keep their decision; it writes
+the text fields the request's JSON schema names (all of question, context and long answer without one).
 Faults are scripted per source question: `server.faults["some question text"] = ["429", "500", "ok"]`
 makes the requests whose input question contains that text meet those answers in turn."""
 
@@ -18,10 +19,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ACTIONS = (
     "ok", "429", "500", "slow", "drop", "malformed", "fenced", "wrong_decision", "copy", "keep_context", "flip",
-    "html", "bad_json", "408", "409", "404",
+    "html", "bad_json", "408", "409", "404", "shorten",
 )  # fmt: skip
 STATUS_MESSAGES = {"408": "request timeout", "409": "conflict: the resource is busy", "404": "no such model"}
 FLIP = {"yes": "no", "no": "yes", "maybe": "yes"}
+TEXT_FIELDS = ("question", "context", "long_answer")
 
 
 def mangle(text: str) -> str:
@@ -71,6 +73,7 @@ class FakeOpenAI:
         self.batches: dict[str, dict] = {}
         self.batch_creates = 0
         self.decisions: dict[str, str] = {}  # generated question -> decision, for the verifier
+        self.gate: threading.Event | None = None  # when set to an Event, chat answers wait until it is set
         self.flipped: set[str] = set()
         self.lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
@@ -99,12 +102,19 @@ class FakeOpenAI:
                     return actions.pop(0)
         return "ok"
 
+    @staticmethod
+    def schema_of(body: dict) -> dict | None:
+        """The JSON schema a chat request asks its answer to follow, in any of the response_format forms."""
+        response_format = body.get("response_format") or {}
+        return (response_format.get("json_schema") or {}).get("schema") or response_format.get("schema")
+
     def answer(self, body: dict) -> tuple[str, str]:
         """(action, content) for a chat request body."""
         user = body["messages"][-1]["content"]
         source = json.loads(user[user.index("Input:") + len("Input:") :])
         # A v2 new-pair prompt shows no question: the abstract's first words stand in for it.
         question = source.get("question") or " ".join(source["context"].split()[:8])
+        schema = self.schema_of(body)
         if "final_decision" not in source and "question" in source:  # a verifier request
             decision = self.decisions.get(question, "maybe")
             if question in self.flipped:
@@ -112,7 +122,8 @@ class FakeOpenAI:
             return "ok", json.dumps({"final_decision": decision})
         action = self._next_action(question)
         new = user.startswith("Write ")
-        out = {k: mangle(source.get(k, question)) for k in ("question", "context", "long_answer")}
+        fields = [k for k in TEXT_FIELDS if schema is None or k in schema["properties"]]
+        out = {k: mangle(source.get(k, question)) for k in fields}
         if new:
             out["question"] = "Regarding this study, " + mangle(question) + " in other patients?"
         letters = "".join(c for c in str(body.get("model")) if c.isalpha())  # no figure the source lacks
@@ -120,14 +131,18 @@ class FakeOpenAI:
         out["question"] = out["question"].rstrip("?") + f" ({letters})?"
         if body.get("seed"):  # another sample: other words
             out["question"] = f"Version {body['seed']}: {out['question']}"
-        out["final_decision"] = source.get("final_decision", "yes")
+        # A new pair from a prompt that hides the decision: the first label the schema allows (PubMedQA's yes).
+        labels = schema["properties"]["final_decision"]["enum"] if schema else ["yes"]
+        out["final_decision"] = source.get("final_decision", labels[0])
         if action == "wrong_decision":
             out["final_decision"] = FLIP[out["final_decision"]]
         if action == "keep_context":  # a rewrite that keeps the abstract word for word
             out["context"] = source["context"]
+        if action == "shorten":  # a rewrite that keeps the passage's first sentence only
+            out["context"] = mangle(source["context"].split(". ")[0]) + "."
         if action == "copy":
-            out = {k: source.get(k, question) for k in ("question", "context", "long_answer")}
-            out["final_decision"] = source.get("final_decision", "yes")
+            out = {k: source.get(k, question) for k in fields}
+            out["final_decision"] = source.get("final_decision", labels[0])
         with self.lock:
             self.decisions[out["question"]] = out["final_decision"]
             if action == "flip":
@@ -241,6 +256,8 @@ class FakeOpenAI:
                 if (response_format or {}).get("type") == "json_schema" and not server.json_schema_supported:
                     status = server.format_refusal_status
                     return self._error(status, "response_format type json_schema is not supported")
+                if server.gate is not None:
+                    server.gate.wait(timeout=120)
                 action, content = server.answer(body)
                 server.log.append({"time": time.monotonic(), "action": action, "key": key})
                 if server.latency:

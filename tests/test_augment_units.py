@@ -6,18 +6,23 @@ import asyncio
 import json
 import re
 import time
+from hashlib import sha256
 from pathlib import Path
 
 import pytest
+import yaml
 
 from augment.__main__ import main
-from augment.arguments import AugmentArguments
+from augment.arguments import AugmentArguments, looks_like_a_key
 from augment.backends import OpenAISettings, TransformersSettings, batches, repetition_processors
 from augment.batch import BatchSettings
+from augment.cache import CLAIMS_SUFFIX, Claims
 from augment.prompts import (
+    PUBMEDQA,
     QUESTION_MAX_CHARS,
     QUESTION_PATTERN,
     ParseError,
+    Shape,
     build_messages,
     output_schema,
     parse_output,
@@ -216,7 +221,7 @@ def test_backends_take_their_settings_from_the_arguments(tmp_path):
 def test_every_recipe_parses():
     recipes = sorted((REPO / "recipes" / "augment").glob("*qa.yaml"))
     names = {p.stem for p in recipes}
-    for model in ("gpt-3.5-turbo", "gpt-4", "smollm2-local"):
+    for model in ("gpt-3.5-turbo", "gpt-4", "smollm2-local", "smollm2-local-v1", "smollm2-local-yesno-csv"):
         assert {f"{model}-rewriteqa", f"{model}-newqa", f"{model}-combinedqa"} <= names
     for recipe in recipes:
         (args,) = parse_args(AugmentArguments, args=[str(recipe)])
@@ -265,3 +270,151 @@ def test_the_repetition_penalty_lowers_only_tokens_the_answer_already_holds():
     assert scores[0].tolist() == [4.0, 4.0, 4.0, 2.0, 4.0, 4.0, 4.0, 4.0, 4.0, 4.0]
     assert scores[1].tolist() == [4.0, 4.0, 4.0, 4.0, 4.0, 2.0, 4.0, 4.0, 4.0, 4.0]
     assert repetition_processors({"temperature": 0.7}, {"input_ids": prompt}) == []
+
+
+def test_pubmedqa_prompts_and_schemas_of_every_version_never_change(pqal_path):
+    """Their text and schema are the cache key of every answer made with them: the generic wording for other
+    data sets left them as they were (a digest over three training items, every kind, label set and bound)."""
+    from domainqa.data import read_examples, split_pubmedqa
+
+    items = split_pubmedqa(read_examples(pqal_path), "paper")["train"][:3]
+    digests = {}
+    for version in ("v1", "v2", "v3"):
+        for kind in ("rewrite", "new", "verify"):
+            for labels in (("yes", "no", "maybe"), ("yes", "no")):
+                for bounded in (True, False):
+                    payload = [
+                        [build_messages(kind, e, labels, version) for e in items],
+                        output_schema(kind, bounded, labels, version),
+                    ]
+                    text = json.dumps(payload, sort_keys=True)
+                    digests[f"{version}-{kind}-{'/'.join(labels)}-{bounded}"] = sha256(text.encode()).hexdigest()[:16]
+    digest = sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()
+    assert digest == "02ebfd2e1862e0f779e7748a314ef2aff5b01c36cc474d7e8927f9cf9089d42c"
+
+
+def test_the_generic_wording_names_no_long_answer_where_the_data_has_none():
+    item = {**SOURCE, "long_answer": "", "final_decision": "relevant"}
+    labels = ("relevant", "irrelevant")
+    bare, with_answer = Shape(generic=True, long_answer=False), Shape(generic=True)
+    for version in ("v1", "v2", "v3"):
+        for kind in ("rewrite", "new", "verify"):
+            system, user = (m["content"] for m in build_messages(kind, item, labels, version, bare))
+            assert "long answer" not in system + user and "long_answer" not in system + user
+            assert "PubMed" not in system + user and "abstract" not in user
+            schema = output_schema(kind, True, labels, version, bare)
+            assert "long_answer" not in schema["properties"] and schema["title"].startswith("qa_")
+            assert '"relevant" or "irrelevant"' in user or '"relevant", "irrelevant"' in user
+        assert "its long answer" in build_messages("rewrite", item, labels, version, with_answer)[1]["content"]
+        assert "long_answer" in output_schema("new", True, labels, version, with_answer)["properties"]
+
+
+def test_the_shape_of_a_data_set_of_ones_own(tmp_path):
+    """Bounds from the data: the context's longest plus 25% (rounded up to 100), the others at least PubMedQA's,
+    minima no longer than the data's own shortest; v3's pattern only for one-question-mark questions that fit."""
+    from augment.sources import data_shape
+
+    items = [
+        {"id": "1", "question": "Is it?", "context": "x " * 40, "long_answer": "", "final_decision": "a"},
+        {"id": "2", "question": "Does aspirin help?", "context": "y " * 500, "long_answer": "", "final_decision": "b"},
+    ]
+    args = AugmentArguments(split="custom", dataset_path="d.csv", labels=["a", "b"])
+    shape = data_shape(args, items)
+    assert shape.generic and not shape.long_answer and shape.text_fields == ("question", "context")
+    assert shape.max_chars["context"] == 1300 and shape.max_chars["question"] == 300  # 1,000 * 1.25, 300 at least
+    assert shape.min_chars == {"question": 6, "context": 80} and shape.question_pattern
+    assert not data_shape(args, [*items, {**items[0], "question": "Classify the claim."}]).question_pattern
+    args.max_context_chars = 5000
+    assert data_shape(args, items).max_chars["context"] == 5000
+    pubmedqa = data_shape(AugmentArguments(), [{**items[0], "long_answer": "It is."}])
+    assert pubmedqa == PUBMEDQA  # PubMedQA's bounds whatever its lengths
+
+
+def test_a_rewrite_that_drops_the_passage_is_rejected():
+    long_source = {**SOURCE, "context": " ".join(f"word{i}" for i in range(100))}
+    rewrite = {
+        "question": "Is stroke less frequent in elderly people taking aspirin?",
+        "context": " ".join(f"term{i}" for i in range(59)),
+        "long_answer": "Taking aspirin reduced strokes among the elderly.",
+        "final_decision": "yes",
+    }
+    reason, detail = check_fields(rewrite, "rewrite", long_source, Limits(check_numbers=False))
+    assert reason == "context_shortened" and detail.startswith("the context keeps 59 of its source's 100 words")
+    kept = {**rewrite, "context": " ".join(f"term{i}" for i in range(60))}
+    assert check_fields(kept, "rewrite", long_source, Limits(check_numbers=False)) is None
+    assert check_fields(rewrite, "new", long_source, Limits(check_numbers=False)) is None  # a part, by design
+    off = Limits(check_numbers=False, min_context_ratio=0.0)
+    assert check_fields(rewrite, "rewrite", long_source, off) is None
+    no_answer = {k: v for k, v in kept.items() if k != "long_answer"}
+    assert check_fields(no_answer, "rewrite", long_source, Limits(check_numbers=False))[0] == "missing_field"
+    assert check_fields(no_answer, "rewrite", long_source, Limits(check_numbers=False, long_answer=False)) is None
+
+
+def test_the_defaults_follow_the_backend():
+    """The local backend's defaults are the best settings measured for SmolLM2 (prompt v3, penalty 1.2, 700
+    tokens); the openai backend's are unchanged, and so are the cache keys of its runs."""
+    local = AugmentArguments(backend="transformers")
+    assert (local.prompt_version, local.repetition_penalty, local.max_tokens) == ("v3", 1.2, 700)
+    remote = AugmentArguments()
+    assert (remote.prompt_version, remote.repetition_penalty, remote.max_tokens) == ("v1", 1.0, 1024)
+    given = AugmentArguments(backend="transformers", prompt_version="v1", repetition_penalty=1.0, max_tokens=64)
+    assert (given.prompt_version, given.repetition_penalty, given.max_tokens) == ("v1", 1.0, 64)
+    (parsed,) = parse_args(AugmentArguments, args=["--backend", "transformers", "--max_tokens", "32"])
+    assert (parsed.prompt_version, parsed.repetition_penalty, parsed.max_tokens) == ("v3", 1.2, 32)
+
+
+def test_local_recipes_use_the_best_settings_and_pinned_ones_rebuild_the_committed_data():
+    for strategy in ("rewriteqa", "newqa", "combinedqa"):
+        recipes = REPO / "recipes" / "augment"
+        (best,) = parse_args(AugmentArguments, args=[str(recipes / f"smollm2-local-{strategy}.yaml")])
+        assert (best.prompt_version, best.repetition_penalty, best.max_tokens) == ("v3", 1.2, 700)
+        (pinned,) = parse_args(AugmentArguments, args=[str(recipes / f"smollm2-local-v1-{strategy}.yaml")])
+        # The settings of results/smollm2-135m-augment/run-local.sh, the data of results/data-study/.
+        assert (pinned.prompt_version, pinned.repetition_penalty, pinned.max_tokens) == ("v1", 1.0, 700)
+        assert (pinned.batch_size, pinned.temperature, pinned.top_p, pinned.seed) == (8, 0.7, 1.0, 0)
+        assert pinned.cache_dir == "outputs/augment/smollm2-local-cache" and pinned.strategy == best.strategy
+
+
+def test_the_local_own_data_recipes_share_the_training_recipes_data_block():
+    """So that train.py with the training recipe reads what the augment recipe writes."""
+    from domainqa.data_spec import SPEC_KEYS
+
+    training = yaml.safe_load((REPO / "recipes" / "own-data" / "smollm2-135m-yesno-csv.yaml").read_text())
+    keys = ("split", "dataset_path", *SPEC_KEYS)
+    for strategy in ("rewriteqa", "newqa", "combinedqa"):
+        path = REPO / "recipes" / "augment" / f"smollm2-local-yesno-csv-{strategy}.yaml"
+        recipe = yaml.safe_load(path.read_text())
+        assert {k: recipe.get(k) for k in keys} == {k: training.get(k) for k in keys}
+        (args,) = parse_args(AugmentArguments, args=[str(path)])
+        assert args.backend == "transformers" and (args.prompt_version, args.repetition_penalty) == ("v3", 1.2)
+
+
+@pytest.mark.parametrize(
+    "name, key",
+    [
+        ("OPENAI_API_KEY", False),
+        ("AZURE_OPENAI_API_KEY", False),
+        ("my_server_key", False),
+        ("TOKEN_2024", False),
+        ("sk-proj-abc123", True),
+        ("hf_AbCdEfGhIjKlMnOpQrStUv0123456789", True),
+        ("gsk_8fJ2kLmN4pQ6rS8tU0vW2xY4", True),
+        ("key with spaces", True),
+    ],
+)
+def test_a_key_in_api_key_env_is_told_from_a_variable_name(name, key):
+    assert looks_like_a_key(name) is key
+
+
+def test_claims_keep_two_runs_from_sending_one_request(tmp_path):
+    first, second = Claims(tmp_path), Claims(tmp_path)
+    assert first.claim(["a", "b"]) == {"a", "b"}
+    assert second.claim(["b", "c"]) == {"c"} and second.held_by_others(["a", "b", "c"]) == {"a", "b"}
+    first.release(["a"])
+    assert second.claim(["a"]) == {"a"}
+    stale = tmp_path / ".claims" / f"99999-dead{CLAIMS_SUFFIX}"  # a run killed with its claims: nobody holds it
+    stale.write_text("d\n")
+    assert second.claim(["d"]) == {"d"} and not stale.exists()
+    first.close()
+    assert second.held_by_others(["b"]) == set() and not first.path.exists()
+    second.close()

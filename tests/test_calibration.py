@@ -15,7 +15,7 @@ import train
 from domainqa.calibration import _macro_f1, calibrate_rows, fit_label_bias
 from domainqa.config import UsageError
 from domainqa.data import LABELS, load_task_data
-from tests.test_pipeline import REPO, train_args
+from tests.helpers import REPO, train_args
 
 
 def test_vectorised_macro_f1_equals_scikit_learn():

@@ -3,11 +3,8 @@ file, the best checkpoint by validation macro-F1, the embedded all-MiniLM-L6-v2,
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,9 +33,8 @@ from domainqa.metrics import official_scores
 from domainqa.modeling import load_tokenizer
 from domainqa.probe_head import head_inputs
 from domainqa.training import balanced_weights
-from tests.test_pipeline import infer_args, train_args
+from tests.helpers import REPO, infer_args, train_args
 
-REPO = Path(__file__).resolve().parents[1]
 VALIDATION = ["--eval_strategy", "steps", "--eval_steps", "1", "--metric_for_best_model", "macro_f1",
               "--load_best_model_at_end", "true", "--max_eval_samples", "12", "--max_steps", "4"]  # fmt: skip
 
@@ -114,29 +110,6 @@ def test_full_fine_tuning_on_augmented_data_saves_a_labelled_classifier(tmp_path
     changed = [k for k in base if not torch.equal(trained[f"bert.{k}"], base[k])]  # the encoder trained too
     assert changed and "classifier.weight" in trained
     assert infer.main(*infer.parse_args(infer_args(out, pqal_path)))["num_examples"] == 6
-
-
-def test_classifier_training_resumes_after_a_kill(tmp_path, tiny_bert, pqal_path):
-    out = tmp_path / "run"
-    args = train_args(tiny_bert, out, pqal_path, "--peft_method", "full", "--max_steps", "6")
-    command = [sys.executable, str(REPO / "train.py"), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (out / "checkpoint-2" / "trainer_state.json").exists():
-        assert first.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint within 4 minutes"
-        time.sleep(0.1)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert not (out / "train_results.json").exists()
-    second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "Resuming from" in second.stderr
-    state = json.loads((out / "trainer_state.json").read_text())
-    assert state["global_step"] == 6
-    steps = [e["step"] for e in state["log_history"] if "loss" in e]
-    assert steps == sorted(set(steps))  # no step trained twice in the record
 
 
 def test_inputs_are_question_and_context_cut_to_the_model_length(tiny_bert, pqal_path):

@@ -2,23 +2,13 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 import infer
-from tests.test_pipeline import infer_args, train_args
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import REPO, free_port, infer_args, train_args
 
 
 def launch(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -35,8 +25,10 @@ def launch(script: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory, tiny_llama, pqal_path):
     out = tmp_path_factory.mktemp("ddp") / "run"
-    # 8 examples, 4 per device: one optimizer step per epoch on 2 processes (two on one).
-    args = train_args(tiny_llama, out, pqal_path, "--max_steps", "-1", "--num_train_epochs", "2", "--use_cpu", "true")
+    # 8 examples, 4 per device: one optimizer step per epoch on 2 processes (two on one). The class-weighted loss
+    # reads the model inside its DDP wrapper.
+    args = train_args(tiny_llama, out, pqal_path, "--max_steps", "-1", "--num_train_epochs", "2", "--use_cpu", "true",
+                      "--class_weighted_loss", "true")  # fmt: skip
     return out, launch("train.py", *args)
 
 

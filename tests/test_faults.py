@@ -8,7 +8,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import sys
@@ -36,11 +35,8 @@ from domainqa.run_folder import (
     partial_file,
     release_run_folder,
 )
+from tests.helpers import REPO, STEM, free_port, infer_args, stop_infer_after, train_args
 from tests.openai_server import FakeOpenAI
-from tests.test_pipeline import infer_args, train_args
-
-REPO = Path(__file__).resolve().parents[1]
-STEM = "predictions_paper_test_score"
 
 
 def cli(capsys, script, args: list[str]) -> tuple[int, str]:
@@ -65,19 +61,6 @@ def no_model_loads(monkeypatch):
     monkeypatch.setattr(causal_lm, "load_for_inference", refuse)
 
 
-def interrupt_after(monkeypatch, rows: int) -> None:
-    """Make infer.py's scoring stop (as a kill would) after `rows` rows were written."""
-    real = causal_lm.score_labels
-
-    def interrupted(model, tokenizer, fmt, items, batch_size):
-        for n, row in enumerate(real(model, tokenizer, fmt, items, batch_size)):
-            if n == rows:
-                raise KeyboardInterrupt
-            yield row
-
-    monkeypatch.setattr(causal_lm, "score_labels", interrupted)
-
-
 def predictions(out: Path) -> tuple[bytes, list[dict]]:
     """The official file's bytes, and the rows with their label scores rounded: a resumed run scores the
     remaining items in other batches, whose other padding moves float sums in the last digits."""
@@ -87,58 +70,87 @@ def predictions(out: Path) -> tuple[bytes, list[dict]]:
     return (out / f"{STEM}.json").read_bytes(), rows
 
 
-@pytest.fixture
-def reference(tmp_path, tiny_llama, pqal_path):
-    """Predictions of an uninterrupted run, to compare resumed runs with."""
-    out = tmp_path / "reference"
-    infer.main(*infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))))
-    return predictions(out)
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_llama, pqal_path):
+    """predictions() of an uninterrupted run on the first `samples` test items in batches of `batch_size`, to
+    compare resumed runs with; each is predicted once for the module."""
+    made = {}
+
+    def of(samples: int = 6, batch_size: int = 3) -> tuple[bytes, list[dict]]:
+        if (samples, batch_size) not in made:
+            out = tmp_path_factory.mktemp("uninterrupted")
+            infer.main(*infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama),
+                                                    "--max_eval_samples", str(samples), "--batch_size",
+                                                    str(batch_size))))  # fmt: skip
+            made[samples, batch_size] = predictions(out)
+        return made[samples, batch_size]
+
+    return of
 
 
 # ------------------------------------------------------------------------------- prediction resume
 
 
-def test_prediction_resume_cuts_a_broken_row_and_predicts_the_rest(
-    tmp_path, tiny_llama, pqal_path, monkeypatch, reference
-):
-    out = tmp_path / "run"
-    args = infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))
-    interrupt_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        infer.main(*infer.parse_args(args))
-    partial = partial_file(out / STEM, 0)
-    lines = partial.read_bytes().splitlines(keepends=True)
-    assert len(lines) == 4  # the settings, then three rows
-    # What a full disk leaves, then a later run appending after it: a row cut in the middle, a whole row.
-    partial.write_bytes(b"".join(lines[:3]) + lines[3][:25] + lines[3])
-    monkeypatch.undo()
-    infer.main(*infer.parse_args(args))
-    assert predictions(out) == reference  # rows after the cut are predicted again, none lost or doubled
-    assert not partial.exists()
-
-
-def test_prediction_resumes_after_kill_9(tmp_path, tiny_llama, pqal_path):
-    args = ["--dataset_path", str(pqal_path), "--max_eval_samples", "120", "--batch_size", "1",
-            "--model_name_or_path", str(tiny_llama)]  # fmt: skip
-    out = tmp_path / "run"
-    partial = partial_file(out / STEM, 0)
-    command = [sys.executable, str(REPO / "infer.py"), "--output_dir", str(out), *args]
-    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def kill_9_after(rows: int, args: list[str], partial: Path) -> None:
+    """Start infer.py as a real process and kill -9 it once `partial` holds `rows` rows."""
+    first = subprocess.Popen([sys.executable, str(REPO / "infer.py"), *args], cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)  # fmt: skip
     deadline = time.time() + 240
-    while not partial.is_file() or partial.read_bytes().count(b"\n") < 4:
+    while not partial.is_file() or partial.read_bytes().count(b"\n") < 1 + rows:
         assert first.poll() is None, "prediction ended before it could be killed"
         assert time.time() < deadline, "no predictions within 4 minutes"
         time.sleep(0.05)
     first.send_signal(signal.SIGKILL)
     first.wait()
-    done_before = partial.read_bytes().count(b"\n") - 1
-    assert 0 < done_before < 120 and not (out / f"{STEM}.json").exists()
 
-    # The kernel released the killed process's lock.
-    meta = infer.main(*infer.parse_args(["--output_dir", str(out), *args]))
-    assert meta["num_examples"] == 120
-    infer.main(*infer.parse_args(["--output_dir", str(tmp_path / "whole"), *args]))
-    assert predictions(out) == predictions(tmp_path / "whole")
+
+@pytest.mark.parametrize(
+    "stop, samples, batch_size, rerun",
+    [
+        # Stopped in this process; a setting that does not change predictions (the batch size) does not restart
+        # the work.
+        ("interrupted", 6, 3, ["--batch_size", "2"]),
+        # What a full disk leaves, then a later run appending after it: a row cut in the middle, a whole row.
+        ("cut_row", 6, 3, []),
+        # A real process, on enough items to be killed part-way; the kernel releases its lock with it.
+        ("kill_9", 120, 1, []),
+    ],
+)
+def test_prediction_resumes_where_it_stopped(
+    stop, samples, batch_size, rerun, tmp_path, tiny_llama, pqal_path, monkeypatch, uninterrupted
+):
+    """The rerun keeps the complete rows, predicts only the missing ones and writes what an uninterrupted run
+    writes: rows after a cut are predicted again, none lost or doubled."""
+    out = tmp_path / "run"
+    args = infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama), "--max_eval_samples", str(samples),
+                      "--batch_size", str(batch_size))  # fmt: skip
+    partial = partial_file(out / STEM, 0)
+    if stop == "kill_9":
+        kill_9_after(3, args, partial)
+    else:
+        stop_infer_after(3, args)
+    assert not (out / f"{STEM}.json").exists()
+    complete = partial.read_bytes().count(b"\n") - 1  # the rows after the settings line
+    if stop == "kill_9":
+        assert 3 <= complete < samples
+    else:
+        assert complete == 3
+    if stop == "cut_row":
+        lines = partial.read_bytes().splitlines(keepends=True)
+        partial.write_bytes(b"".join(lines[:-1]) + lines[-1][:25] + lines[-1])
+        complete -= 1
+
+    real, scored = causal_lm.score_labels, []
+
+    def counting(model, tokenizer, fmt, items, batch_size):
+        scored.extend(e["id"] for e in items)
+        yield from real(model, tokenizer, fmt, items, batch_size)
+
+    monkeypatch.setattr(causal_lm, "score_labels", counting)
+    meta = infer.main(*infer.parse_args([*args, *rerun]))
+    assert meta["num_examples"] == samples and len(scored) == samples - complete
+    assert predictions(out) == uninterrupted(samples, batch_size)
+    assert not list(out.glob("*.partial*"))
 
 
 def _limit_file_size(limit: int):
@@ -149,15 +161,10 @@ def _limit_file_size(limit: int):
     return apply
 
 
-def test_prediction_after_a_full_disk_exits_in_one_line_and_resumes(
-    tmp_path, tiny_llama, pqal_path, monkeypatch, reference
-):
+def test_prediction_after_a_full_disk_exits_in_one_line_and_resumes(tmp_path, tiny_llama, pqal_path, uninterrupted):
     out = tmp_path / "run"
     args = infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        infer.main(*infer.parse_args(args))
-    monkeypatch.undo()
+    stop_infer_after(2, args)
     release_run_folder(out)  # the process below must be able to take the folder
     partial = partial_file(out / STEM, 0)
     limit = partial.stat().st_size + 100  # room for less than one more row
@@ -171,53 +178,38 @@ def test_prediction_after_a_full_disk_exits_in_one_line_and_resumes(
         assert f"{partial}: File too large; free space and rerun" in done.stderr
         assert partial.stat().st_size == limit and not partial.read_bytes().endswith(b"\n")
     infer.main(*infer.parse_args(args))  # space again: the run completes from its complete rows
-    assert predictions(out) == reference
+    assert predictions(out) == uninterrupted()
 
 
-def test_prediction_resume_refuses_a_changed_model_then_starts_afresh(
-    tmp_path, tiny_llama, pqal_path, monkeypatch, capsys
-):
-    model = tmp_path / "model"
+@pytest.mark.parametrize("changed", ["model", "data"])
+def test_prediction_resume_refuses_changed_input_then_starts_afresh(changed, tmp_path, tiny_llama, pqal_path, capsys):
+    """The model replaced under the same path (as a retrained adapter would be) or the data file edited: the rerun
+    refuses in one line naming what changed, mixes nothing in, and starts afresh on request."""
+    model, data, out = tmp_path / "model", tmp_path / "pqal.json", tmp_path / "run"
     shutil.copytree(tiny_llama, model)
-    out = tmp_path / "run"
-    args = infer_args(out, pqal_path, "--model_name_or_path", str(model))
-    interrupt_after(monkeypatch, 3)
-    with pytest.raises(KeyboardInterrupt):
-        infer.main(*infer.parse_args(args))
-    monkeypatch.undo()
-    # The model is replaced under the same path (as a retrained adapter would be).
-    weights = load_file(model / "model.safetensors")
-    weights = {k: v * 1.5 if v.dtype.is_floating_point else v for k, v in weights.items()}
-    save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    shutil.copy(pqal_path, data)
+    args = infer_args(out, data, "--model_name_or_path", str(model))
+    stop_infer_after(2, args)
+    if changed == "model":
+        weights = load_file(model / "model.safetensors")
+        weights = {k: v * 1.5 if v.dtype.is_floating_point else v for k, v in weights.items()}
+        save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    else:
+        items = json.loads(data.read_text())
+        first_test = list(items)[500]  # the first test item of the paper split, one of the six predicted
+        items[first_test]["QUESTION"] = "Edited? " + items[first_test]["QUESTION"]
+        data.write_text(json.dumps(items))
     partial = partial_file(out / STEM, 0)
     kept = partial.read_bytes()
 
     code, err = cli(capsys, infer, args)
-    assert code == 2 and one_line(err) and "model_hash:" in err and "--overwrite_output_dir" in err
+    assert code == 2 and one_line(err) and f"{changed}_hash:" in err and "--overwrite_output_dir" in err
     assert partial.read_bytes() == kept  # nothing mixed in, nothing lost
 
     infer.main(*infer.parse_args([*args, "--overwrite_output_dir", "true"]))
     fresh = tmp_path / "fresh"
-    infer.main(*infer.parse_args(infer_args(fresh, pqal_path, "--model_name_or_path", str(model))))
-    assert predictions(out) == predictions(fresh)  # every row from the new model
-
-
-def test_prediction_resume_refuses_changed_data(tmp_path, tiny_llama, pqal_path, monkeypatch, capsys):
-    data = tmp_path / "pqal.json"
-    shutil.copy(pqal_path, data)
-    out = tmp_path / "run"
-    args = ["--output_dir", str(out), "--dataset_path", str(data), "--max_eval_samples", "6", "--batch_size", "3",
-            "--model_name_or_path", str(tiny_llama)]  # fmt: skip
-    interrupt_after(monkeypatch, 2)
-    with pytest.raises(KeyboardInterrupt):
-        infer.main(*infer.parse_args(args))
-    monkeypatch.undo()
-    items = json.loads(data.read_text())
-    first_test = list(items)[500]  # the first test item of the paper split, one of the six predicted
-    items[first_test]["QUESTION"] = "Edited? " + items[first_test]["QUESTION"]
-    data.write_text(json.dumps(items))
-    code, err = cli(capsys, infer, args)
-    assert code == 2 and one_line(err) and "data_hash:" in err
+    infer.main(*infer.parse_args(infer_args(fresh, data, "--model_name_or_path", str(model))))
+    assert predictions(out) == predictions(fresh)  # every row from the new model or data
 
 
 # ----------------------------------------------------------------------------------- training resume
@@ -257,7 +249,10 @@ def test_training_resume_passes_over_broken_checkpoints(tmp_path, tiny_llama, pq
     out = tmp_path / "run"
     args = train_args(tiny_llama, out, pqal_path, "--max_steps", "3")
     train.main(*train.parse_args(args))
-    # A full disk during the last two saves: an empty state in one, a garbage adapter in the other.
+    # A full disk during the last two saves, so that the run ended before its final save: an empty state in one,
+    # a garbage adapter in the other, and no final model.
+    for name in ("adapter_config.json", "adapter_model.safetensors", "run_config.yaml", "train_results.json"):
+        (out / name).unlink()
     (out / "checkpoint-3" / "trainer_state.json").write_text("")
     (out / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"\0garbage")
     assert last_complete_checkpoint(out) == str(out / "checkpoint-1")
@@ -590,18 +585,11 @@ def test_an_interrupted_command_exits_130_with_a_short_line(capsys):
 # ------------------------------------------------------------------------------ the Hub out of reach
 
 
-def closed_port() -> int:
-    """A port on 127.0.0.1 that nothing listens on: a connection to it is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def hub_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """A child's environment with the Hub endpoint on a closed port, an empty cache, no PubMedQA file."""
     unset = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "HF_TOKEN", "PUBMEDQA_PATH")
     env = {k: v for k, v in os.environ.items() if k not in unset}
-    return {**env, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{closed_port()}", **extra}
+    return {**env, "HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": f"http://127.0.0.1:{free_port()}", **extra}
 
 
 @pytest.fixture(scope="module")
@@ -667,7 +655,7 @@ def test_credentials_in_a_base_url_are_never_shown_or_written(tmp_path, pqal_pat
             "password": (f"http://user:{PASSWORD}@{host}", 0),
             "query": (f"{server.base_url}?api_key={QUERY_KEY}", 0),
             "refused": (f"http://user:{wrong}@{host}", 2),
-            "unreachable": (f"http://user:{PASSWORD}@127.0.0.1:{closed_port()}/v1", 2),
+            "unreachable": (f"http://user:{PASSWORD}@127.0.0.1:{free_port()}/v1", 2),
         }
         encoded = {p: base64.b64encode(f"user:{p}".encode()).decode() for p in (PASSWORD, wrong)}
         secrets = [PASSWORD, QUERY_KEY, wrong, *encoded.values()]

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks import bench_gpu
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_run.sh"
 
 

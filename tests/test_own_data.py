@@ -28,9 +28,9 @@ from domainqa.config import parse_args
 from domainqa.data_spec import DataSpec, load_parts
 from domainqa.prompts import PromptFormat, parse_answer
 from domainqa.run_folder import DATA_SPLIT, RUN_CONFIG
+from tests.helpers import REPO
 from tests.openai_server import FakeOpenAI
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "own-data" / "smollm2-135m-yesno-csv.yaml"
 AUGMENT_RECIPE = REPO / "recipes" / "own-data" / "augment-yesno-csv.yaml"
 SPEC = {
@@ -128,9 +128,9 @@ def test_a_csv_of_ones_own_goes_through_augment_train_infer_calibrate_evaluate(t
     assert summary["labels"] == ["yes", "no"] and summary["accepted"] == 4
     sources = {r["pmid"]: r["answer"] for r in read_csv(yesno["train"])}
     augmented_rows = rows_of(augmented / "data.jsonl")
-    assert [r["final_decision"] for r in augmented_rows] == [sources[r["source_id"]] for r in augmented_rows]
+    assert [r["answer"] for r in augmented_rows] == [sources[r["source_id"]] for r in augmented_rows]
     card = (augmented / "README.md").read_text()
-    assert "`final_decision` (yes/no)" in card and "- Decisions: yes: " in card and "maybe" not in card
+    assert "`answer` (yes/no)" in card and "- Decisions: yes: " in card and "maybe" not in card
 
     # train on the augmented rows; validation items are held out of the CSV by the seed
     out = tmp_path / "run"

@@ -15,25 +15,8 @@ from safetensors.torch import load_file
 import evaluate
 import infer
 import train
-from domainqa.config import RecipeError
 from domainqa.data import DataError, load_pubmedqa, paper_split
-from domainqa.families import causal_lm
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def train_args(model, out, pqal, *extra):
-    return [
-        "--model_name_or_path", str(model), "--dataset_path", str(pqal), "--output_dir", str(out),
-        "--max_train_samples", "8", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
-        "--max_steps", "2", "--logging_steps", "1", "--save_steps", "1", "--learning_rate", "1e-3",
-        "--report_to", "none", *extra,
-    ]  # fmt: skip
-
-
-def infer_args(out, pqal, *extra):
-    return ["--output_dir", str(out), "--dataset_path", str(pqal), "--max_eval_samples", "6", "--batch_size", "3",
-            *extra]  # fmt: skip
+from tests.helpers import REPO, infer_args, train_args
 
 
 def test_lora_chat_end_to_end(tmp_path, tiny_llama, pqal_path):
@@ -113,11 +96,6 @@ def test_recipe_values_and_command_line_overrides(tmp_path, tiny_llama, pqal_pat
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["r"] == 3 and sorted(adapter["target_modules"]) == ["k_proj", "q_proj"]
 
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("learning_rat: 0.1\n")
-    with pytest.raises(RecipeError, match=r"bad.yaml: unknown key\(s\) learning_rat"):
-        train.main(*train.parse_args([str(bad)]))
-
 
 def test_bad_training_data_stops_before_touching_earlier_outputs(tmp_path, tiny_llama, pqal_path):
     out = tmp_path / "run"
@@ -131,46 +109,22 @@ def test_bad_training_data_stops_before_touching_earlier_outputs(tmp_path, tiny_
     assert sorted(p.name for p in out.iterdir()) == [earlier.name] and earlier.read_text() == '{"1": "yes"}'
 
 
-def test_inference_resumes_where_it_was_interrupted(tmp_path, tiny_llama, pqal_path, monkeypatch):
+@pytest.mark.parametrize(
+    "model_fixture, extra",
+    [("tiny_llama", []), ("tiny_bert", ["--peft_method", "full"])],
+    ids=["causal-lm-lora", "classifier-full"],
+)
+def test_training_resumes_after_a_kill(model_fixture, extra, request, tmp_path, pqal_path):
     out = tmp_path / "run"
-    real = causal_lm.score_labels
-    seen = []
-
-    def interrupted(model, tokenizer, fmt, items, batch_size):
-        for n, row in enumerate(real(model, tokenizer, fmt, items, batch_size)):
-            if n == 4:
-                raise KeyboardInterrupt
-            yield row
-
-    monkeypatch.setattr(causal_lm, "score_labels", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        infer.main(*infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama))))
-    assert not (out / "predictions_paper_test_score.json").exists()
-
-    def counting(model, tokenizer, fmt, items, batch_size):
-        seen.extend(e["id"] for e in items)
-        yield from real(model, tokenizer, fmt, items, batch_size)
-
-    monkeypatch.setattr(causal_lm, "score_labels", counting)
-    # A setting that does not change predictions (the batch size) does not restart the work.
-    meta = infer.main(
-        *infer.parse_args(infer_args(out, pqal_path, "--model_name_or_path", str(tiny_llama), "--batch_size", "2"))
-    )
-    assert len(seen) == 2 and meta["num_examples"] == 6
-    assert len(json.loads((out / "predictions_paper_test_score.json").read_text())) == 6
-    assert not list(out.glob("*.partial*"))
-
-
-def test_training_resumes_after_a_kill(tmp_path, tiny_llama, pqal_path):
-    out = tmp_path / "run"
-    command = [sys.executable, str(REPO / "train.py"), *train_args(tiny_llama, out, pqal_path, "--max_steps", "6")]
+    model = request.getfixturevalue(model_fixture)
+    command = [sys.executable, str(REPO / "train.py"), *train_args(model, out, pqal_path, *extra, "--max_steps", "6")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while not (out / "checkpoint-2" / "trainer_state.json").exists():
         assert first.poll() is None, "training ended before it could be killed"
         assert time.time() < deadline, "no checkpoint within 4 minutes"
-        time.sleep(0.2)
+        time.sleep(0.1)
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not (out / "train_results.json").exists()

@@ -14,7 +14,7 @@ from domainqa.data import LABELS, load_task_data
 from domainqa.families.classifier import encode, head_name, load_classifier, match_padding
 from domainqa.modeling import load_tokenizer
 from domainqa.probe_head import C_GRID, _probe, check_probe_data, cv_folds, fit_head_as_probe, head_inputs
-from tests.test_pipeline import train_args
+from tests.helpers import train_args
 
 TRAIN_ITEMS = 60  # the first 60 paper training items hold every label at least twice
 

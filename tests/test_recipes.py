@@ -22,8 +22,8 @@ from augment.arguments import AugmentArguments
 from domainqa import arguments
 from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
 from domainqa.config import RecipeError, UsageError, load_recipe, parse_args
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 AUGMENT_RECIPES = RECIPES / "augment"
 MERGES = AUGMENT_RECIPES / "merges.yaml"
@@ -245,14 +245,18 @@ def test_config_flag_for_augment_and_sweep():
     assert "python train.py recipes/smollm2-135m/lora/original.yaml" in result.stdout
 
 
+@pytest.mark.parametrize("form", ["first", "--config"])
 @pytest.mark.parametrize("script", ["train", "infer", "evaluate", "calibrate"])
-def test_scripts_take_config(script, tmp_path):
-    """Each script reads the recipe given by --config: its unknown key is named, before anything loads."""
+def test_scripts_name_an_unknown_recipe_key(script, form, tmp_path):
+    """Each script reads the recipe given first or by --config: the keys of the pipeline's scripts pass (here a
+    shipped recipe's), and a key none of them knows is named with the recipe, while parsing, before anything loads."""
     recipe = tmp_path / "mine.yaml"
-    recipe.write_text("learning_rate: 1.0e-4\nlearning_rat: 1\n", encoding="utf-8")
+    shipped = (RECIPES / "encoders" / "all-minilm-l6-v2.yaml").read_text(encoding="utf-8")
+    recipe.write_text(shipped + "learning_rat: 1\ntask_typ: sequence_classification\n", encoding="utf-8")
+    given = [str(recipe)] if form == "first" else ["--config", str(recipe)]
     module = importlib.import_module(script)
-    with pytest.raises(RecipeError, match=rf"^{re.escape(str(recipe))}: unknown key\(s\) learning_rat$"):
-        module.main(*module.parse_args(["--output_dir", str(tmp_path / "out"), "--config", str(recipe)]))
+    with pytest.raises(RecipeError, match=rf"^{re.escape(str(recipe))}: unknown key\(s\) learning_rat, task_typ$"):
+        module.parse_args([*given, "--output_dir", str(tmp_path / "out")])
 
 
 @pytest.mark.parametrize(

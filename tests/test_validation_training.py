@@ -16,7 +16,7 @@ from domainqa.metrics import official_scores
 from domainqa.modeling import load_tokenizer
 from domainqa.prompts import PromptFormat
 from domainqa.training import balanced_weights
-from tests.test_pipeline import REPO, train_args
+from tests.helpers import REPO, train_args
 
 
 def test_best_checkpoint_by_validation_macro_f1_matches_infer(tmp_path, tiny_llama, pqal_path):

@@ -23,6 +23,7 @@ class ModelFamily(ABC):
     predictor."""
 
     task_type: ClassVar[str]
+    truncated: int = 0  # training items whose context was cut to max_length (set by training_data)
 
     def __init__(self, model_args: ModelArguments, data_args: DataArguments) -> None:
         self.model_args = model_args

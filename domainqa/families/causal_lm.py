@@ -4,8 +4,9 @@ by label scoring (the most likely label's answer) or by the paper's beam search.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,7 +18,15 @@ from ..config import UsageError
 from ..data import LABELS, Example
 from ..inference import accepts_logits_to_keep, generate_answers, label_token_ids, longest_first, score_labels
 from ..metrics import official_scores
-from ..modeling import adapter_config, default_lora_targets, has_tokenizer, load_model, load_tokenizer, top_layers
+from ..modeling import (
+    adapter_config,
+    default_lora_targets,
+    has_tokenizer,
+    load_model,
+    load_tokenizer,
+    refuse_non_finite,
+    top_layers,
+)
 from ..prompts import PromptFormat
 from ..training import balanced_weights
 from .base import ModelFamily, Predict
@@ -27,6 +36,8 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
     from ..arguments import InferenceArguments, TrainingArguments
+
+logger = logging.getLogger(__name__)
 
 
 class CausalLM(ModelFamily):
@@ -53,6 +64,11 @@ class CausalLM(ModelFamily):
         self.prompt_format = self._prompt_format(self.tokenizer, labels)
         if training_args.loss_on == "label":
             self.prompt_format.scoring_context(train[0])  # label-only loss needs answer_style direct
+        if training_args.max_length is not None:
+            room = _pair_length(self.tokenizer, self.prompt_format, training_args.loss_on)
+            train, validation = (fit_to_length(items, self.tokenizer, training_args.max_length, room)
+                                 for items in (train, validation))  # fmt: skip
+        self.truncated = sum(e.get("truncated", False) for e in train)
         self.validation = validation
         self.class_weights = None
         if training_args.class_weighted_loss:
@@ -103,22 +119,109 @@ class CausalLM(ModelFamily):
         self, trained: str | None, labels: Sequence[str], infer_args: InferenceArguments, device, first: Example
     ) -> Predict:
         model, tokenizer = load_for_inference(self.model_args.model_name_or_path, trained, self.model_args.dtype)
+        refuse_non_finite(model, trained or self.model_args.model_name_or_path)
         model.to(device)
         fmt = self._prompt_format(tokenizer, labels)
+        limit = infer_args.max_length or model_limit(model, tokenizer)
         if infer_args.mode == "score":
             fmt.scoring_context(first)  # fails early for formats that cannot be scored
-            # Rows are keyed by id, so the prediction files keep the items' order whatever order they are scored in.
-            return lambda items: score_labels(model, tokenizer, fmt, longest_first(items), infer_args.batch_size)
-        return lambda items: generate_answers(
-            model,
-            tokenizer,
-            fmt,
-            items,
-            batch_size=infer_args.batch_size,
-            num_beams=infer_args.num_beams,
-            repetition_penalty=infer_args.repetition_penalty,
-            max_new_tokens=infer_args.max_new_tokens,
-        )
+            answer = max(len(tokenizer(fmt.label_text(label), add_special_tokens=False).input_ids) for label in labels)
+            room = lambda e: _tokens(tokenizer, fmt.scoring_context(e)) + answer  # noqa: E731
+
+            def predict(items: list[Example]) -> Iterator[dict]:
+                # Rows are keyed by id: the prediction files keep the items' order whatever order they are scored in.
+                fitted = longest_first(fit_to_length(items, tokenizer, limit, room))
+                return _marked(score_labels(model, tokenizer, fmt, fitted, infer_args.batch_size), fitted)
+
+            return predict
+
+        def generate(items: list[Example]) -> Iterator[dict]:
+            room = lambda e: _tokens(tokenizer, fmt.prompt(e)) + infer_args.max_new_tokens  # noqa: E731
+            fitted = fit_to_length(items, tokenizer, limit, room)
+            rows = generate_answers(model, tokenizer, fmt, fitted, batch_size=infer_args.batch_size,
+                                    num_beams=infer_args.num_beams, repetition_penalty=infer_args.repetition_penalty,
+                                    max_new_tokens=infer_args.max_new_tokens)  # fmt: skip
+            return _marked(rows, fitted)
+
+        return generate
+
+
+# ------------------------------------------------------------------------------------------- length
+
+
+def _tokens(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False).input_ids)
+
+
+def _pair_length(tokenizer: PreTrainedTokenizerBase, fmt: PromptFormat, loss_on: str) -> Callable[[Example], int]:
+    """The tokens a training item takes: its prompt, its completion and the end of text the trainer appends."""
+
+    def length(example: Example) -> int:
+        pair = fmt.training_pair(example, loss_on)
+        return _tokens(tokenizer, pair["prompt"]) + _tokens(tokenizer, pair["completion"]) + 1
+
+    return length
+
+
+def model_limit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int | None:
+    """The longest input the model takes (its position table, or its tokenizer's limit), None if neither says."""
+    limits = [getattr(model.config, "max_position_embeddings", None), tokenizer.model_max_length]
+    usable = [int(n) for n in limits if n and n < 1_000_000]
+    return min(usable) if usable else None
+
+
+# Tokens left free besides the computed lengths: a context cut at a token boundary may re-tokenize a little longer.
+_SLACK = 4
+
+
+def fit_to_length(
+    examples: list[Example], tokenizer: PreTrainedTokenizerBase, max_length: int | None,
+    length: Callable[[Example], int],
+) -> list[Example]:  # fmt: skip
+    """The examples with every context cut from its end, by tokens, until `length(example)` (the whole input:
+    prompt and answer) fits `max_length`; the question and the answer are never cut. The same rule in training
+    and inference, so a model reads what it was trained on; cut items are marked `truncated` and counted in the
+    log. An item whose prompt cannot fit even without its context is refused in one line."""
+    if max_length is None:
+        return examples
+    fitted = []
+    for example in examples:
+        excess = length(example) - max_length
+        if excess > 0:
+            example = _cut_context(example, tokenizer, excess, max_length, length)
+        fitted.append(example)
+    cut = sum(e.get("truncated", False) for e in fitted)
+    if cut:
+        logger.warning("%d of %d item(s) longer than max_length %d: their contexts were cut to fit",
+                       cut, len(fitted), max_length)  # fmt: skip
+    return fitted
+
+
+def _cut_context(
+    example: Example, tokenizer: PreTrainedTokenizerBase, excess: int, max_length: int,
+    length: Callable[[Example], int],
+) -> Example:  # fmt: skip
+    ids = tokenizer(example["context"], add_special_tokens=False).input_ids
+    for _ in range(3):  # decoding and re-encoding may merge tokens differently: check, and cut again if needed
+        keep = len(ids) - excess - _SLACK
+        if keep < 1:
+            raise UsageError(
+                f"item {example['id']}: its prompt needs more than max_length {max_length} tokens even without its "
+                "context (a very long question or answer); raise max_length or shorten the item"
+            )
+        ids = ids[:keep]
+        example = {**example, "context": tokenizer.decode(ids).strip(), "truncated": True}
+        excess = length(example) - max_length
+        if excess <= 0:
+            return example
+    raise UsageError(f"item {example['id']}: its context could not be cut to fit max_length {max_length}")
+
+
+def _marked(rows: Iterator[dict], examples: list[Example]) -> Iterator[dict]:
+    """Rows of items whose context was cut say so (`truncated: true`), so the metadata can count them."""
+    cut = {e["id"] for e in examples if e.get("truncated")}
+    for row in rows:
+        yield {**row, "truncated": True} if row["id"] in cut else row
 
 
 # ------------------------------------------------------------------------------------------- training

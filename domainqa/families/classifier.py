@@ -30,7 +30,15 @@ from ..embedded import resolve_model_path
 from ..inference import batches, longest_first
 from ..io import atomic_write_json
 from ..metrics import official_scores
-from ..modeling import adapter_config, default_lora_targets, has_tokenizer, load_tokenizer, top_layers, torch_dtype
+from ..modeling import (
+    adapter_config,
+    default_lora_targets,
+    has_tokenizer,
+    load_tokenizer,
+    refuse_non_finite,
+    top_layers,
+    torch_dtype,
+)
 from ..probe_head import check_probe_data, fit_head_as_probe, source_groups
 from ..run_folder import PROBE_HEAD
 from ..training import balanced_weights
@@ -74,7 +82,9 @@ class SequenceClassifier(ModelFamily):
         self.labels, self.train_items = tuple(labels), train
         datasets = tuple(encoded_dataset(self.tokenizer, items, self.tokenizer.model_max_length, labels)
                          for items in (train, validation))  # fmt: skip
-        logger.info("Classifier inputs up to %d tokens", self.tokenizer.model_max_length)
+        self.truncated = sum(_cut(self.tokenizer, e) for e in train)
+        logger.info("Classifier inputs up to %d tokens (%d training contexts cut to fit)",
+                    self.tokenizer.model_max_length, self.truncated)  # fmt: skip
         if training_args.head_init == "linear_probe":
             check_probe_data(datasets[0]["labels"], labels)
         return datasets
@@ -108,6 +118,7 @@ class SequenceClassifier(ModelFamily):
         model, tokenizer = load_classifier_for_inference(
             args.model_name_or_path, trained, args.dtype, labels, args.num_hidden_layers
         )
+        refuse_non_finite(model, trained)
         model.to(device)
         return lambda items: classify(model, tokenizer, longest_first(items), infer_args.batch_size)
 
@@ -354,13 +365,22 @@ def classify(
 ) -> Iterator[dict]:
     """The label of highest logit for each example, with the log-softmax of the logits as `label_logprobs`
     (the field score mode writes, so calibration works unchanged). There is no prompt; the saved
-    tokenizer's model_max_length is the training run's length. The labels
-    are those of the model's head."""
+    tokenizer's model_max_length is the training run's length, to which each context is cut as in training
+    (such rows say `truncated: true`). The labels are those of the model's head."""
     for batch in batches(examples, batch_size):
         rows = encode(tokenizer, batch, tokenizer.model_max_length, with_labels=False)
         inputs = tokenizer.pad(rows, return_tensors="pt").to(model.device)
         logprobs = model(**inputs).logits.float().log_softmax(-1).tolist()
-        for example, scores in zip(batch, logprobs, strict=True):
+        for example, row, scores in zip(batch, rows, logprobs, strict=True):
             by_label = {model.config.id2label[i]: score for i, score in enumerate(scores)}
             best = max(by_label, key=by_label.__getitem__)
-            yield {"id": example["id"], "prediction": best, "label_logprobs": by_label}
+            result = {"id": example["id"], "prediction": best, "label_logprobs": by_label}
+            if len(row["input_ids"]) >= tokenizer.model_max_length and _cut(tokenizer, example):
+                result["truncated"] = True
+            yield result
+
+
+def _cut(tokenizer: PreTrainedTokenizerBase, example: Example) -> bool:
+    """Whether the text pair is longer than the model reads (checked only for inputs at the limit)."""
+    full = tokenizer(example["question"], example["context"], verbose=False)["input_ids"]
+    return len(full) > tokenizer.model_max_length
