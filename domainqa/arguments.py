@@ -12,7 +12,7 @@ from trl import SFTConfig
 from . import checks
 from .config import UsageError, field_names
 from .data_spec import DataSpec
-from .embedded import EMBEDDED_MODEL
+from .embedded import EMBEDDED_ENCODER, EMBEDDED_MODEL
 
 
 @dataclass
@@ -59,7 +59,7 @@ class ModelArguments:
 
     def __post_init__(self):
         checks.literal_choices(self, ModelArguments)
-        if self.model_name_or_path != EMBEDDED_MODEL:
+        if self.model_name_or_path not in (EMBEDDED_MODEL, EMBEDDED_ENCODER):
             checks.model_source("model_name_or_path", self.model_name_or_path)
         checks.at_least("lora_r", self.lora_r, 1)
         checks.at_least("lora_alpha", self.lora_alpha, 1)

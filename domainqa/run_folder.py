@@ -391,17 +391,17 @@ def checkpoint_problem(folder: str | Path) -> str | None:
         return "no model or adapter weights"
     if not _optimizer_present(folder):
         return "no optimizer state"
-    for path in sorted(folder.iterdir()):
-        if path.suffix == ".safetensors":
-            problem = _safetensors_problem(path)
-        elif path.suffix in (".pt", ".pth", ".bin"):
-            problem = _torch_file_problem(path)
-        elif path.suffix == ".json":
-            problem = _json_problem(path)
-        else:
-            problem = None
-        if problem:
-            return problem
+    return next(filter(None, map(_file_problem, sorted(folder.iterdir()))), None)
+
+
+def _file_problem(path: Path) -> str | None:
+    """Why a weight, torch or JSON file does not load whole (cut off, empty, not what it claims), or None."""
+    if path.suffix == ".safetensors":
+        return _safetensors_problem(path)
+    if path.suffix in (".pt", ".pth", ".bin"):
+        return _torch_file_problem(path)
+    if path.suffix == ".json":
+        return _json_problem(path)
     return None
 
 
@@ -554,16 +554,9 @@ def finished_run(folder: str | Path) -> dict | None:
 
 def saved_model_problem(folder: str | Path) -> str | None:
     """Why the final model in `folder` cannot be loaded (a file cut off or damaged), or None."""
-    for path in model_files(Path(folder)):
-        if path.suffix == ".safetensors":
-            problem = _safetensors_problem(path)
-        elif path.suffix == ".json":
-            problem = _json_problem(path)
-        else:
-            problem = None
-        if problem:
-            return problem
-    return None
+    # Not .bin files: old checkpoints pickled them in torch's pre-zip format, which loads but is no archive.
+    files = [path for path in model_files(Path(folder)) if path.suffix in (".safetensors", ".json")]
+    return next(filter(None, map(_file_problem, files)), None)
 
 
 def resume_point(model_args, data_args, training_args, train_items: list, validation_items: list) -> str | None:

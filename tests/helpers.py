@@ -1,9 +1,13 @@
-"""Helpers that several test modules share: the repository root, the tiny runs' command lines, a prediction run
-stopped part-way, a free port. Fixtures live in conftest.py."""
+"""Helpers that several test modules share: the repository root, the tiny runs' command lines, a run stopped
+part-way (in this process, or a real process killed), a free port. Fixtures live in conftest.py."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,6 +49,18 @@ def stop_infer_after(rows: int, args: list[str]) -> None:
         patch.setattr(causal_lm, "score_labels", interrupted)
         with pytest.raises(KeyboardInterrupt):
             infer.main(*infer.parse_args(args))
+
+
+def kill_9_when(command: list[str], ready: Callable[[], bool], what: str, env: dict[str, str] | None = None) -> None:
+    """Start `command` as a real process in the repository and kill -9 it as soon as `ready()` holds."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not ready():
+        assert process.poll() is None, f"{what} ended before it could be killed"
+        assert time.time() < deadline, f"{what} got nowhere within 4 minutes"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
 
 
 def free_port() -> int:

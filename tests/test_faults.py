@@ -35,7 +35,7 @@ from domainqa.run_folder import (
     partial_file,
     release_run_folder,
 )
-from tests.helpers import REPO, STEM, free_port, infer_args, stop_infer_after, train_args
+from tests.helpers import REPO, STEM, free_port, infer_args, kill_9_when, stop_infer_after, train_args
 from tests.openai_server import FakeOpenAI
 
 
@@ -91,19 +91,6 @@ def uninterrupted(tmp_path_factory, tiny_llama, pqal_path):
 # ------------------------------------------------------------------------------- prediction resume
 
 
-def kill_9_after(rows: int, args: list[str], partial: Path) -> None:
-    """Start infer.py as a real process and kill -9 it once `partial` holds `rows` rows."""
-    first = subprocess.Popen([sys.executable, str(REPO / "infer.py"), *args], cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 240
-    while not partial.is_file() or partial.read_bytes().count(b"\n") < 1 + rows:
-        assert first.poll() is None, "prediction ended before it could be killed"
-        assert time.time() < deadline, "no predictions within 4 minutes"
-        time.sleep(0.05)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-
-
 @pytest.mark.parametrize(
     "stop, samples, batch_size, rerun",
     [
@@ -115,6 +102,7 @@ def kill_9_after(rows: int, args: list[str], partial: Path) -> None:
         # A real process, on enough items to be killed part-way; the kernel releases its lock with it.
         ("kill_9", 120, 1, []),
     ],
+    ids=["interrupted", "cut_row", "kill_9"],
 )
 def test_prediction_resumes_where_it_stopped(
     stop, samples, batch_size, rerun, tmp_path, tiny_llama, pqal_path, monkeypatch, uninterrupted
@@ -126,7 +114,8 @@ def test_prediction_resumes_where_it_stopped(
                       "--batch_size", str(batch_size))  # fmt: skip
     partial = partial_file(out / STEM, 0)
     if stop == "kill_9":
-        kill_9_after(3, args, partial)
+        settings_and_three_rows = lambda: partial.is_file() and partial.read_bytes().count(b"\n") >= 4  # noqa: E731
+        kill_9_when([sys.executable, str(REPO / "infer.py"), *args], settings_and_three_rows, "prediction")
     else:
         stop_infer_after(3, args)
     assert not (out / f"{STEM}.json").exists()

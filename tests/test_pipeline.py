@@ -2,10 +2,8 @@
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import evaluate
 import infer
 import train
 from domainqa.data import DataError, load_pubmedqa, paper_split
-from tests.helpers import REPO, infer_args, train_args
+from tests.helpers import REPO, infer_args, kill_9_when, train_args
 
 
 def test_lora_chat_end_to_end(tmp_path, tiny_llama, pqal_path):
@@ -119,14 +117,7 @@ def test_training_resumes_after_a_kill(model_fixture, extra, request, tmp_path, 
     model = request.getfixturevalue(model_fixture)
     command = [sys.executable, str(REPO / "train.py"), *train_args(model, out, pqal_path, *extra, "--max_steps", "6")]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    first = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not (out / "checkpoint-2" / "trainer_state.json").exists():
-        assert first.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint within 4 minutes"
-        time.sleep(0.1)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    kill_9_when(command, (out / "checkpoint-2" / "trainer_state.json").exists, "training", env)
     assert not (out / "train_results.json").exists()
 
     second = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

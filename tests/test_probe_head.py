@@ -131,7 +131,7 @@ def test_zero3_is_refused_before_the_model_loads():
 def test_the_feature_cache_keys_items_by_text_not_only_by_id(tmp_path):
     """Written items keep their id across runs and prompt versions; the benchmarks' feature cache must not
     hand one text's features to another text under the same id, and must not compute a cached text twice."""
-    from benchmarks.linear_probe import cached_features
+    from studies.linear_probe import cached_features
 
     computed = []
 
