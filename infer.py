@@ -22,11 +22,11 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from domainqa import config
-from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, pipeline_keys
+from domainqa.arguments import DataArguments, InferenceArguments, ModelArguments, align_with_training, pipeline_keys
 from domainqa.calibration import calibrate_rows, load_calibration
 from domainqa.config import UsageError, run_cli, setup_logging
 from domainqa.data import FIELDS
-from domainqa.data_spec import DataSpec, fallback_label, known_labels, load_parts
+from domainqa.data_spec import fallback_label, known_labels, load_parts
 from domainqa.families import family_for
 from domainqa.hub_access import ModelSource, model_folder
 from domainqa.io import atomic_write_json
@@ -41,7 +41,6 @@ from domainqa.predictions import (
 )
 from domainqa.run_folder import (
     HUB_MODEL_PATTERNS,
-    TRAINED_WITH_FIELDS,
     as_json,
     calibrated_stem,
     check_recorded_split,
@@ -64,7 +63,6 @@ from domainqa.run_folder import (
 
 logger = logging.getLogger(__name__)
 
-SPEC_FIELDS = tuple(f.name for f in fields(DataSpec))
 DEFAULT_OUTPUT_DIR = next(f.default for f in fields(InferenceArguments) if f.name == "output_dir")
 
 
@@ -109,35 +107,6 @@ def trained_model_source(trained: str | None) -> ModelSource | None:
     return model_folder(trained, HUB_MODEL_PATTERNS) if trained else None
 
 
-def align_with_training(
-    model_args: ModelArguments,
-    data_args: DataArguments,
-    trained: str | None,
-    folder: str | None = None,
-    infer_args: InferenceArguments | None = None,
-) -> None:
-    """Use the prompt settings, layer count and length the model was trained with (read from `folder`, default
-    `trained`); a different explicit choice is an error."""
-    folder = folder or trained
-    saved = load_run_config(folder) if folder else {}
-    if infer_args is not None and infer_args.max_length is None:
-        infer_args.max_length = saved.get("max_length")
-    defaults = {f.name: f.default for cls in (ModelArguments, DataArguments) for f in fields(cls)}
-    if saved.get("split") == "custom" and data_args.split in ("paper", "custom"):
-        # A run on a data set of its own predicts with no recipe: the data keys not given come from the run.
-        for name in SPEC_FIELDS:
-            if name in saved and getattr(data_args, name) == defaults[name]:
-                setattr(data_args, name, saved[name])
-    for name in TRAINED_WITH_FIELDS:
-        if name not in saved or name == "labels" and saved[name] is None:  # a PubMedQA run records no label set
-            continue
-        target = model_args if hasattr(model_args, name) else data_args
-        current = getattr(target, name)
-        if current != saved[name] and current != defaults[name]:
-            raise UsageError(f"{name}={current!r} but {trained} was trained with {name}={saved[name]!r}")
-        setattr(target, name, saved[name])
-
-
 ARGUMENTS = (ModelArguments, DataArguments, InferenceArguments)
 
 
@@ -171,7 +140,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
     source = trained_model_source(trained)
     local = source.folder if source else None  # what every loader reads
     check_trained_folder(trained, local)
-    align_with_training(model_args, data_args, trained, local, infer_args)
+    align_with_training(model_args, data_args, load_run_config(local) if local else {}, trained, infer_args)
     if known_labels(data_args):  # a bad fallback stops the run now where the label set needs no data
         infer_args.unparsed_fallback = fallback_label(infer_args.unparsed_fallback, known_labels(data_args))
     family = family_for(model_args, data_args, local)

@@ -3,7 +3,7 @@ fields; each script reads the ones it uses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 import torch
@@ -13,6 +13,7 @@ from . import checks
 from .config import UsageError, field_names
 from .data_spec import DataSpec
 from .embedded import EMBEDDED_ENCODER, EMBEDDED_MODEL
+from .run_folder import TRAINED_WITH_FIELDS
 
 
 @dataclass
@@ -192,6 +193,30 @@ class EvaluationArguments:
         checks.writable_file("output_file", self.output_file)
         if self.baseline is not None and self.bootstrap_samples == 0:
             raise UsageError("--baseline needs --bootstrap_samples above 0 (the paired intervals are resampled)")
+
+
+def align_with_training(
+    model_args: ModelArguments, data_args: DataArguments, saved: dict, trained: str, length_args=None
+) -> None:
+    """Take what a model was trained with from its run's `saved` run_config.yaml: the prompt settings, label set
+    and layer count (a different explicit choice is an error), the data spec of a data set of its own where none
+    is given, and (into `length_args`) the max_length its contexts were cut to."""
+    if length_args is not None and length_args.max_length is None:
+        length_args.max_length = saved.get("max_length")
+    defaults = {f.name: f.default for cls in (ModelArguments, DataArguments) for f in fields(cls)}
+    if saved.get("split") == "custom" and data_args.split in ("paper", "custom"):
+        # A run on a data set of its own predicts with no recipe: the data keys not given come from the run.
+        for name in (f.name for f in fields(DataSpec)):
+            if name in saved and getattr(data_args, name) == defaults[name]:
+                setattr(data_args, name, saved[name])
+    for name in TRAINED_WITH_FIELDS:
+        if name not in saved or name == "labels" and saved[name] is None:  # a PubMedQA run records no label set
+            continue
+        target = model_args if hasattr(model_args, name) else data_args
+        current = getattr(target, name)
+        if current != saved[name] and current != defaults[name]:
+            raise UsageError(f"{name}={current!r} but {trained} was trained with {name}={saved[name]!r}")
+        setattr(target, name, saved[name])
 
 
 def pipeline_keys() -> set[str]:
