@@ -1,7 +1,7 @@
 """Label scoring on CPU under several numeric precisions, in one process, against float32 eager: speed, how many
 labels stay the same, how far the label log-probabilities move, and accuracy / macro-F1 with 95% intervals.
 
-    OMP_NUM_THREADS=1 PUBMEDQA_PATH=/path/to/ori_pqal.json python benchmarks/bench_cpu_precision.py \
+    OMP_NUM_THREADS=1 PUBMEDQA_PATH=/path/to/ori_pqal.json python -m benchmarks.bench_cpu_precision \
         [--limit 500] [--variants fp32,bf16,autocast,bf16-weights,compile] [--output docs/cpu_precision.json]
 
 Variants, run in this order on the embedded SmolLM2-135M-Instruct, chat prompt, paper-split test items in file
@@ -32,6 +32,7 @@ import copy
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -68,13 +69,15 @@ AGREEMENT_TARGET = 0.97
 LAYER_SHAPES = ((576, 576), (576, 192), (576, 192), (576, 576), (576, 1536), (576, 1536), (1536, 576))
 
 
-def linear_rate(dtype: torch.dtype, rows: int, d_in: int, d_out: int, seconds: float = 0.6) -> float:
-    """GFLOP/s of `F.linear` (what nn.Linear runs) on rows x d_in inputs, d_out outputs, one thread."""
-    x, w = torch.randn(rows, d_in, dtype=dtype), torch.randn(d_out, d_in, dtype=dtype)
-    F.linear(x, w)
+def linear_rate(dtype: torch.dtype, rows: int, d_in: int, d_out: int, seconds: float = 0.6, op=F.linear) -> float:
+    """GFLOP/s of `F.linear` (what nn.Linear runs; or `op(x, w)` such as torch.matmul on a (d_in, d_out) weight)
+    on rows x d_in inputs, d_out outputs, one thread."""
+    x = torch.randn(rows, d_in, dtype=dtype)
+    w = torch.randn(d_out, d_in, dtype=dtype) if op is F.linear else torch.randn(d_in, d_out, dtype=dtype)
+    op(x, w)
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
-        F.linear(x, w)
+        op(x, w)
         count += 1
     return 2 * rows * d_in * d_out * count / (time.perf_counter() - start) / 1e9
 
@@ -90,7 +93,15 @@ def matmul_rates(rows: int = 512) -> dict:
         flops = [2 * rows * i * o for i, o in LAYER_SHAPES]
         seconds = sum(f / (rates[shape] * 1e9) for f, shape in zip(flops, LAYER_SHAPES, strict=True))
         out["model_shapes"][name] = sum(flops) / seconds / 1e9
+        matmul = {shape: linear_rate(dtype, rows, *shape, seconds=0.3, op=torch.matmul) for shape in shapes}
+        out["per_shape"][f"{name} torch.matmul"] = {f"{rows}x{i}x{o}": round(r, 1) for (i, o), r in matmul.items()}
     return out
+
+
+def cpu_model() -> str:
+    lines = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").is_file() else []
+    names = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else platform.machine()
 
 
 def linear_params(model: torch.nn.Module) -> int:
@@ -103,7 +114,9 @@ def linear_params(model: torch.nn.Module) -> int:
     )
 
 
-def build_variant(name: str, base: torch.nn.Module) -> tuple[torch.nn.Module, Callable[[], contextlib.AbstractContextManager]]:
+def build_variant(
+    name: str, base: torch.nn.Module
+) -> tuple[torch.nn.Module, Callable[[], contextlib.AbstractContextManager]]:
     if name == "fp32":
         return base, contextlib.nullcontext
     if name == "bf16":
@@ -134,6 +147,7 @@ def score_variant(name, model, context, tokenizer, fmt, items, warmup, path: Pat
         warm = {"warmup_seconds": time.perf_counter() - start, "warmup_cpu_seconds": time.process_time() - start_cpu}
         meta.setdefault("warmups", []).append(warm)
         meta.setdefault("load_average", []).append({"start": os.getloadavg()})
+        meta_path.write_text(json.dumps(meta, indent=2))  # kept even if the run is cut short
         began = time.perf_counter()
         with path.open("a") as sink:
             rows = inference.score_labels(model, tokenizer, fmt, todo, 1)
@@ -152,6 +166,12 @@ def score_variant(name, model, context, tokenizer, fmt, items, warmup, path: Pat
     return meta
 
 
+def margin(row: dict) -> float:
+    """How far the best label's log-probability is ahead of the second's."""
+    best, second = sorted(row["label_logprobs"].values(), reverse=True)[:2]
+    return best - second
+
+
 def summarize(name: str, rows: list[dict], reference: dict[str, dict], truth: dict[str, str], meta: dict) -> dict:
     ids = [r["id"] for r in rows]
     predicted = [r["prediction"] for r in rows]
@@ -162,6 +182,9 @@ def summarize(name: str, rows: list[dict], reference: dict[str, dict], truth: di
         for r in rows
         if r["id"] in reference
         for label, value in r["label_logprobs"].items()
+    ]
+    flipped = [
+        reference[r["id"]] for r in rows if r["id"] in reference and reference[r["id"]]["prediction"] != r["prediction"]
     ]
     seconds, cpu = sum(r["seconds"] for r in rows), sum(r["cpu_seconds"] for r in rows)
     tokens = sum(r["tokens"] for r in rows)
@@ -175,6 +198,8 @@ def summarize(name: str, rows: list[dict], reference: dict[str, dict], truth: di
         "agreement_with_fp32": sum(same) / len(same) if same else None,
         "compared_items": len(same),
         "max_abs_logprob_diff": max(diffs) if diffs else None,
+        "median_abs_logprob_diff": statistics.median(diffs) if diffs else None,
+        "flipped_items_fp32_margin": [round(margin(r), 4) for r in flipped],  # how close float32's call was
         **official_scores(gold, predicted),
         "intervals_95": bootstrap_intervals(gold, predicted),
         "warmup_seconds": [w["warmup_seconds"] for w in meta.get("warmups", [])],
@@ -188,15 +213,21 @@ def best_bf16(summaries: dict[str, dict]) -> str:
     if not done:
         raise SystemExit("compile needs a scored bfloat16 variant first (or name one: compile:bf16)")
     good = [s for s in done if s["agreement_with_fp32"] >= AGREEMENT_TARGET]
-    pick = max(good, key=lambda s: s["tokens_per_cpu_second"]) if good else max(done, key=lambda s: s["agreement_with_fp32"])
+    pick = (
+        max(good, key=lambda s: s["tokens_per_cpu_second"])
+        if good
+        else max(done, key=lambda s: s["agreement_with_fp32"])
+    )
     return pick["variant"]
 
 
 def markdown(result: dict) -> str:
     rate = result["matmul"]["model_shapes"]
-    rows = ["| variant | items | CPU s | tokens/s | vs fp32 eager | GFLOP/s | of bf16 linear rate | agreement with fp32 "
-            "| max abs log-prob diff | accuracy [95% CI] | macro-F1 [95% CI] |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    rows = [
+        "| variant | items | CPU s | tokens/s | vs fp32 eager | GFLOP/s | of fp32 linear rate | of bf16 linear rate "
+        "| agreement with fp32 | max abs log-prob diff | accuracy [95% CI] | macro-F1 [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     base = result["variants"][0]["tokens_per_cpu_second"]
     for s in result["variants"]:
         acc, f1 = s["intervals_95"]["accuracy"], s["intervals_95"]["macro_f1"]
@@ -204,7 +235,8 @@ def markdown(result: dict) -> str:
         diff = "-" if s["variant"] == "fp32" else f"{s['max_abs_logprob_diff']:.3f}"
         rows.append(
             f"| {s['label']} | {s['items']} | {s['cpu_seconds']:.0f} | {s['tokens_per_cpu_second']:.0f} "
-            f"| {s['tokens_per_cpu_second'] / base:.2f}x | {s['gflops']:.1f} | {s['gflops'] / rate['bfloat16']:.2f} "
+            f"| {s['tokens_per_cpu_second'] / base:.2f}x | {s['gflops']:.1f} | {s['gflops'] / rate['float32']:.2f} "
+            f"| {s['gflops'] / rate['bfloat16']:.2f} "
             f"| {agree} | {diff} | {s['accuracy']:.3f} [{acc[0]:.3f}, {acc[1]:.3f}] "
             f"| {s['macro_f1']:.3f} [{f1[0]:.3f}, {f1[1]:.3f}] |"
         )
@@ -216,13 +248,13 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=500, help="Score the first N paper-split test items.")
     parser.add_argument("--variants", default=",".join(ALL_VARIANTS), help="Comma-separated, run in this order.")
     parser.add_argument("--output", default="docs/cpu_precision.json")
-    parser.add_argument("--parts", default=None, help="Per-variant scores (resume); default: next to --output.")
+    parser.add_argument("--parts", default="outputs/cpu_precision_parts", help="Per-item scores of each variant.")
     parser.add_argument("--time_budget", type=float, default=0, help="Stop a variant after this many seconds.")
     parser.add_argument("--summarize_only", action="store_true", help="Report the scores saved so far; score nothing.")
     args = parser.parse_args()
     torch.set_num_threads(1)
     output = Path(args.output)
-    parts = Path(args.parts) if args.parts else output.parent / f"{output.stem}_parts"
+    parts = Path(args.parts)
     parts.mkdir(parents=True, exist_ok=True)
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
 
@@ -245,7 +277,7 @@ def main() -> None:
         reference = {r["id"]: r for r in read_rows(parts / "fp32.jsonl")}
         s = summarize(name, [r for r in rows if r["id"] in truth], reference, truth, meta)
         s["gflops"] = flops_per_token * s["tokens_per_cpu_second"] / 1e9
-        s.update({k: v for k, v in meta.items() if k in ("compiled", "compile_seconds")})
+        s.update({k: v for k, v in meta.items() if k in ("compiled", "compile_seconds", "compile_cpu_seconds")})
         return s
 
     for name in ("fp32", *(v for v in variants if v in BF16_VARIANTS)):  # the baseline first, always summarized
@@ -274,10 +306,13 @@ def main() -> None:
                           args.time_budget)  # fmt: skip
             del model
             meta = json.loads(meta_path.read_text())
-            meta.update(compiled=target, compile_seconds=meta["warmups"][0]["warmup_seconds"])
+            first = meta["warmups"][0]
+            meta.update(compiled=target, compile_seconds=first["warmup_seconds"],
+                        compile_cpu_seconds=first["warmup_cpu_seconds"])  # fmt: skip
             meta_path.write_text(json.dumps(meta, indent=2))
         if (parts / f"{name}.jsonl").is_file():
-            summaries[name] = {**summary(name), "label": f"torch.compile(dynamic=True) of {DESCRIPTIONS[target]}"}
+            label = f"torch.compile(dynamic=True) of {DESCRIPTIONS[target]}"
+            summaries[name] = {**summary(name), "label": label}
 
     rates_after = matmul_rates()
     result = {
@@ -285,7 +320,8 @@ def main() -> None:
         "items": f"first {len(items)} paper-split test items",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
         "cpu_supports_bf16": cpu_supports_bf16(),
         "bf16_cpu_flags": sorted(f for f in cpu_flags() if "bf16" in f or f.startswith("amx")),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -64,6 +64,19 @@ def resolve_dtype(name: str, device: str | torch.device = "cpu") -> torch.dtype 
     return torch.bfloat16 if CPU_AUTO_BF16 and cpu_supports_bf16() else torch.float32
 
 
+def cpu_dtype_warning(dtype: torch.dtype | str) -> str | None:
+    """A warning for computing in `dtype` on this CPU when it only emulates that precision (bfloat16 without
+    AMX / AVX-512 BF16, float16 without AMX-FP16 / AVX-512 FP16), which is several times slower than float32;
+    None when there is nothing to warn about."""
+    if dtype == torch.bfloat16 and not cpu_supports_bf16():
+        return (
+            "this CPU has no native bfloat16 (amx_bf16, avx512_bf16): bfloat16 runs several times slower than float32"
+        )
+    if dtype == torch.float16 and not {"amx_fp16", "avx512_fp16"} & cpu_flags():
+        return "this CPU has no native float16 (amx_fp16, avx512_fp16): float16 runs several times slower than float32"
+    return None
+
+
 def bf16_autocast(device: str | torch.device = "cpu", enabled: bool = True) -> contextlib.AbstractContextManager:
     """bfloat16 matrix multiplies on float32 weights (float32 residual stream), or a no-op when not enabled."""
     if not enabled:
@@ -85,11 +98,11 @@ def bf16_linear_weights(model: nn.Module, keep_float32: Iterable[str] = ("lm_hea
     embeddings, attention, the residual stream and the vocabulary head. Each bfloat16 layer takes its input
     cast to bfloat16 and gives float32 back. The model is changed in place and returned."""
     model.float()
-    kept = {id(module.weight) for name, module in model.named_modules() if name.rpartition(".")[2] in keep_float32}
+    names = set(keep_float32)
+    kept = {id(module.weight) for name, module in model.named_modules() if name.rpartition(".")[2] in names}
     for module in model.modules():
         if isinstance(module, nn.Linear) and id(module.weight) not in kept:
             module.to(torch.bfloat16)
             module.register_forward_pre_hook(_cast_input)
             module.register_forward_hook(_cast_output)
     return model
-
