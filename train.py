@@ -19,7 +19,7 @@ from domainqa.config import run_cli, setup_logging
 from domainqa.data_spec import load_parts
 from domainqa.families import family_for
 from domainqa.run_folder import finished_run, record_split, release_run_folder, resume_point
-from domainqa.training import StopOnNonFinite, early_stopping, finish_training, take_hub_release
+from domainqa.training import StopOnNonFinite, check_launch, early_stopping, finish_training, take_hub_release
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, training_args: Tr
     # Everything that can be wrong with the input is checked before the model loads or anything is written.
     family = family_for(model_args, data_args)
     family.check_training(training_args)
+    check_launch(training_args)
     diverged = StopOnNonFinite()
     callbacks = [diverged, *early_stopping(training_args)]
     data = load_parts(data_args, data_args.train_data)  # an inferred label set goes into data_args.labels

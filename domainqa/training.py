@@ -133,6 +133,18 @@ def plot_training_curves(log_history: list[dict], path: str) -> None:
     tmp.replace(path)
 
 
+def check_launch(training_args: TrainingArguments) -> None:
+    """The processes a launcher started form one run: otherwise each would train alone into the same folder
+    (accelerate does so with `use_cpu: true` in an FSDP or DeepSpeed config, which it runs on GPUs only)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != training_args.world_size:
+        raise UsageError(
+            f"the launcher started {launched} processes but they do not form one run (each sees a world of "
+            f"{training_args.world_size}): FSDP and DeepSpeed configs need GPUs; on a CPU use "
+            "accelerate_configs/cpu.yaml or a MULTI_CPU config"
+        )
+
+
 def save_final_model(trainer: Trainer, output_dir: str) -> None:
     """Save the final model into a staging folder beside the run, then move it in file by file (each move is
     atomic): a kill or a full disk during the save leaves the earlier files whole, never a cut-off tokenizer or
@@ -140,6 +152,8 @@ def save_final_model(trainer: Trainer, output_dir: str) -> None:
     staging = Path(output_dir) / STAGING
     if trainer.is_world_process_zero():
         shutil.rmtree(staging, ignore_errors=True)
+    if trainer.is_fsdp_enabled:  # checkpoints stay sharded (fast to resume); the model users load must be whole
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.accelerator.wait_for_everyone()
     try:
         trainer.save_model(str(staging))  # every process: DeepSpeed and FSDP gather the weights here
@@ -149,6 +163,8 @@ def save_final_model(trainer: Trainer, output_dir: str) -> None:
         raise
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
+        if not staging.is_dir():
+            raise RuntimeError(f"the Trainer saved no final model into {staging}")
         for path in sorted(staging.iterdir()):
             if path.is_file():
                 os.chmod(path, output_mode())

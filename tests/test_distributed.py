@@ -11,14 +11,15 @@ import infer
 from tests.helpers import REPO, free_port, infer_args, train_args
 
 
-def launch(script: str, *args: str) -> subprocess.CompletedProcess:
+def launch(script: str, *args: str, config: tuple[str, ...] = ("--config_file", "accelerate_configs/cpu_2proc.yaml"),
+           returncode: int = 0) -> subprocess.CompletedProcess:  # fmt: skip
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/cpu_2proc.yaml",
-        "--main_process_port", str(free_port()), script, *args,
+        sys.executable, "-m", "accelerate.commands.launch", *config, "--main_process_port", str(free_port()),
+        script, *args,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.returncode == returncode, result.stderr[-4000:]
     return result
 
 
@@ -63,3 +64,15 @@ def test_inference_on_two_processes_shards_and_merges(two_process_run, pqal_path
     for a, b in zip(ddp_rows, single_rows, strict=True):
         assert a["prediction"] == b["prediction"]
         assert a["label_logprobs"] == pytest.approx(b["label_logprobs"], abs=1e-4)
+
+
+def test_gpu_only_config_on_a_cpu_is_refused_before_work(tmp_path, tiny_llama, pqal_path):
+    # accelerate runs FSDP only on GPUs: with --cpu its two processes would each train alone into one folder.
+    out = tmp_path / "run"
+    fsdp_on_cpu = tmp_path / "fsdp_cpu.yaml"  # `--cpu` on the command line would start one process instead
+    fsdp = (REPO / "accelerate_configs/fsdp.yaml").read_text()
+    fsdp_on_cpu.write_text(fsdp.replace("use_cpu: false", "use_cpu: true"))
+    config = ("--config_file", str(fsdp_on_cpu), "--num_processes", "2")
+    result = launch("train.py", *train_args(tiny_llama, out, pqal_path), config=config, returncode=1)
+    assert "the launcher started 2 processes but they do not form one run" in result.stderr
+    assert not out.exists()

@@ -1,6 +1,7 @@
 import pytest
 from transformers import AutoTokenizer
 
+from domainqa.arguments import DataArguments
 from domainqa.prompts import PromptFormat, parse_answer
 
 EXAMPLE = {"id": "1", "question": "Does X cause Y?", "context": "We studied X.", "long_answer": "X causes Y.",
@@ -59,5 +60,9 @@ def test_chat_format_needs_a_chat_template():
 
     with pytest.raises(ValueError, match="needs a tokenizer with a chat template"):
         PromptFormat("chat", NoTemplate())
-    with pytest.raises(ValueError, match="prompt_format must be one of"):
-        PromptFormat("alpaca")
+
+
+def test_unknown_prompt_format_is_refused_where_the_arguments_are_made():
+    # Checked once, from the field's Literal choices, before any tokenizer or prompt exists.
+    with pytest.raises(ValueError, match="prompt_format must be one of chat, biogpt, got 'alpaca'"):
+        DataArguments(prompt_format="alpaca")
