@@ -30,6 +30,7 @@ from domainqa.data_spec import fallback_label, known_labels, load_parts
 from domainqa.families import family_for
 from domainqa.hub_access import ModelSource, model_folder
 from domainqa.io import atomic_write_json
+from domainqa.modeling import dtype_name
 from domainqa.predictions import (
     append_rows,
     prediction_meta,
@@ -164,6 +165,7 @@ def main(model_args: ModelArguments, data_args: DataArguments, infer_args: Infer
         # A Hub id names a commit, which a push under the same id moves: the commit is the model, not the name.
         "adapter_commit": source.commit if source else None,
         "data_hash": data_hash(items, FIELDS),
+        "dtype": dtype_name(model_args.dtype),  # the precision computed in: a resume never mixes two
         **asdict(data_args),
         **asdict(infer_args),
     }

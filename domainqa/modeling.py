@@ -3,6 +3,7 @@ PEFT settings they share."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,12 +12,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from .config import UsageError
 from .embedded import resolve_model_path
+from .precision import cpu_dtype_warning, resolve_dtype
 
 if TYPE_CHECKING:
     from peft import PeftConfig
 
+logger = logging.getLogger(__name__)
+
 PEFT_METHODS = ("lora", "prefix", "full")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Architectures missing from PEFT's own table of default LoRA targets.
 EXTRA_LORA_TARGETS = {"biogpt": ["q_proj", "v_proj"]}
@@ -29,9 +32,26 @@ def load_tokenizer(name_or_path: str, **kwargs) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def compute_device() -> str:
+    """Where the scripts compute: the GPU when there is one (the Trainer and infer.py pick it the same way)."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def torch_dtype(name: str) -> torch.dtype | str:
-    """The torch dtype of a `dtype` setting (checked where it was parsed); auto: the checkpoint's own."""
-    return "auto" if name == "auto" else DTYPES[name]
+    """The torch dtype of a `dtype` setting (checked where it was parsed) on this machine: auto is the
+    checkpoint's own on a GPU and float32 on a CPU (precision.resolve_dtype says why)."""
+    device = compute_device()
+    dtype = resolve_dtype(name, device)
+    warning = cpu_dtype_warning(dtype) if device == "cpu" else None
+    if warning:
+        logger.warning("dtype %s: %s", name, warning)
+    return dtype
+
+
+def dtype_name(name: str) -> str:
+    """The precision a `dtype` setting computes in here, as recorded with predictions ("auto" on a GPU)."""
+    dtype = resolve_dtype(name, compute_device())
+    return dtype if isinstance(dtype, str) else str(dtype).removeprefix("torch.")
 
 
 def load_model(name_or_path: str, dtype: str = "auto", **kwargs) -> PreTrainedModel:

@@ -1,5 +1,5 @@
 """Numeric precision for inference: which dtype a `dtype` setting means on a given device, whether this CPU
-has native bfloat16 arithmetic, and the mixed-precision recipes measured in `docs/cpu-precision.md`.
+has native bfloat16 arithmetic, and the mixed-precision recipes measured in `docs/performance.md` (CPU precision).
 
 bfloat16 only pays on a CPU that computes it natively (Intel AMX `amx_bf16`, or `avx512_bf16`): there PyTorch's
 oneDNN kernels multiply bfloat16 several times faster than float32. Elsewhere bfloat16 is emulated and much
@@ -21,7 +21,7 @@ from torch import nn
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")  # x86 flags in /proc/cpuinfo that mean native bfloat16 arithmetic
 
-# What `dtype: auto` picks on a CPU with native bfloat16. Measured (docs/cpu-precision.md): bfloat16 recipes keep
+# What `dtype: auto` picks on a CPU with native bfloat16. Measured (docs/performance.md): bfloat16 recipes keep
 # >= 97% of float32's labels, yet change accuracy or macro-F1 by more than 0.01 on the 500 test items, so auto
 # stays float32; set `dtype: bfloat16` to trade that for speed.
 CPU_AUTO_BF16 = False

@@ -71,7 +71,7 @@ def cut_to_complete_rows(path: Path, length: int) -> None:
 PREDICTION_SETTINGS = (
     "model", "trained_model", "model_hash", "adapter_hash", "adapter_commit", "data_hash", "split", "fold",
     "prompt_format", "answer_style", "system_prompt", "eval_split", "mode", "num_beams", "repetition_penalty",
-    "max_new_tokens", "labels", "max_length",
+    "max_new_tokens", "labels", "max_length", "dtype",
 )  # fmt: skip
 
 

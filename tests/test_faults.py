@@ -170,19 +170,23 @@ def test_prediction_after_a_full_disk_exits_in_one_line_and_resumes(tmp_path, ti
     assert predictions(out) == uninterrupted()
 
 
-@pytest.mark.parametrize("changed", ["model", "data"])
+@pytest.mark.parametrize("changed", ["model", "data", "dtype"])
 def test_prediction_resume_refuses_changed_input_then_starts_afresh(changed, tmp_path, tiny_llama, pqal_path, capsys):
-    """The model replaced under the same path (as a retrained adapter would be) or the data file edited: the rerun
-    refuses in one line naming what changed, mixes nothing in, and starts afresh on request."""
+    """The model replaced under the same path (as a retrained adapter would be), the data file edited, or another
+    precision asked for: the rerun refuses in one line naming what changed, mixes nothing in, and starts afresh on
+    request."""
     model, data, out = tmp_path / "model", tmp_path / "pqal.json", tmp_path / "run"
     shutil.copytree(tiny_llama, model)
     shutil.copy(pqal_path, data)
     args = infer_args(out, data, "--model_name_or_path", str(model))
     stop_infer_after(2, args)
+    extra = []
     if changed == "model":
         weights = load_file(model / "model.safetensors")
         weights = {k: v * 1.5 if v.dtype.is_floating_point else v for k, v in weights.items()}
         save_file(weights, model / "model.safetensors", metadata={"format": "pt"})
+    elif changed == "dtype":  # auto computed in float32 on this CPU
+        extra = ["--dtype", "bfloat16"]
     else:
         items = json.loads(data.read_text())
         first_test = list(items)[500]  # the first test item of the paper split, one of the six predicted
@@ -191,13 +195,15 @@ def test_prediction_resume_refuses_changed_input_then_starts_afresh(changed, tmp
     partial = partial_file(out / STEM, 0)
     kept = partial.read_bytes()
 
+    args += extra
     code, err = cli(capsys, infer, args)
-    assert code == 2 and one_line(err) and f"{changed}_hash:" in err and "--overwrite_output_dir" in err
+    named = 'dtype: "float32" -> "bfloat16"' if changed == "dtype" else f"{changed}_hash:"
+    assert code == 2 and one_line(err) and named in err and "--overwrite_output_dir" in err, err
     assert partial.read_bytes() == kept  # nothing mixed in, nothing lost
 
     infer.main(*infer.parse_args([*args, "--overwrite_output_dir", "true"]))
     fresh = tmp_path / "fresh"
-    infer.main(*infer.parse_args(infer_args(fresh, data, "--model_name_or_path", str(model))))
+    infer.main(*infer.parse_args(infer_args(fresh, data, "--model_name_or_path", str(model), *extra)))
     assert predictions(out) == predictions(fresh)  # every row from the new model or data
 
 
