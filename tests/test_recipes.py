@@ -82,6 +82,7 @@ def recipe_problems(path: Path, recipes_dir: Path = RECIPES) -> list[str]:
     # Two recipes writing into one folder would resume or overwrite each other's runs.
     if recipe["output_dir"] != f"outputs/{model}/{peft}/{data}":
         problems.append(f"output_dir {recipe['output_dir']} is not outputs/{model}/{peft}/{data}")
+    data = data.removesuffix("-distill")  # <data>-distill.yaml: the same data, with the writer's label distribution
     if ("train_data" in recipe) != (data != "original"):
         problems.append("train_data must be set exactly when the data is not the original")
     elif data != "original" and recipe["train_data"] != f"outputs/augment/{data}":

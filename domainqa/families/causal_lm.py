@@ -15,7 +15,8 @@ from datasets import Dataset
 from trl import SFTTrainer
 
 from ..config import UsageError
-from ..data import LABELS, Example
+from ..data import LABELS, TEACHER_PROBS, Example
+from ..distill import TeacherColumn, check_teachers, mix_losses, teacher_rows
 from ..inference import accepts_logits_to_keep, generate_answers, label_token_ids, longest_first, score_labels
 from ..metrics import official_scores
 from ..modeling import (
@@ -47,6 +48,8 @@ class CausalLM(ModelFamily):
         if training_args.head_init != "random":
             raise UsageError(f"head_init {training_args.head_init} is for sequence classifiers: set task_type "
                              "sequence_classification")  # fmt: skip
+        if training_args.distill_weight and (training_args.packing or training_args.padding_free):
+            raise UsageError("distill_weight needs one item per row: set packing and padding_free false")
         self._check_layers()
 
     def _check_layers(self) -> None:
@@ -71,14 +74,22 @@ class CausalLM(ModelFamily):
         self.truncated = sum(e.get("truncated", False) for e in train)
         self.validation = validation
         self.class_weights = None
-        if training_args.class_weighted_loss:
+        self.label_tokens = []
+        if training_args.class_weighted_loss or training_args.distill_weight:  # both act on the decision token
             first_tokens = label_token_ids(self.tokenizer, self.prompt_format, train[0])
+            self.label_tokens = [first_tokens[label] for label in self.prompt_format.labels]
+        if training_args.class_weighted_loss:
             weights = balanced_weights(train, self.prompt_format.labels)
             self.class_weights = {first_tokens[label]: w for label, w in weights.items() if w}
+        check_teachers(training_args.distill_weight, train)
         loss_on = training_args.loss_on
-        return training_dataset(train, self.prompt_format, loss_on=loss_on), training_dataset(
-            validation, self.prompt_format, loss_on=loss_on
+        datasets = (
+            training_dataset(train, self.prompt_format, loss_on=loss_on),
+            training_dataset(validation, self.prompt_format, loss_on=loss_on),
         )
+        if training_args.distill_weight:
+            return datasets[0].add_column(TEACHER_PROBS, teacher_rows(train, labels)), datasets[1]
+        return datasets
 
     def trainer(
         self, training_args: TrainingArguments, datasets: tuple[Dataset, Dataset], callbacks: list[TrainerCallback],
@@ -106,6 +117,7 @@ class CausalLM(ModelFamily):
             peft_config=peft_config,
             callbacks=callbacks,
             class_weights=self.class_weights,
+            label_tokens=self.label_tokens,
             # Only a direct answer can be scored: a reasoning answer is validated by its loss.
             scoring_examples=self.validation if self.prompt_format.answer_style == "direct" else None,
             prompt_format=self.prompt_format,
@@ -268,7 +280,7 @@ def build_peft_config(
     )
 
 
-class AnswerLossSFTTrainer(SFTTrainer):
+class AnswerLossSFTTrainer(TeacherColumn, SFTTrainer):
     """Computes the LM head and the cross-entropy only where a position predicts an answer token.
 
     The loss covers a handful of answer tokens per example, while the prompt has hundreds, so the vocabulary
@@ -278,13 +290,17 @@ class AnswerLossSFTTrainer(SFTTrainer):
     `logits_to_keep` fall back to TRL's loss.
 
     `class_weights` ({token id: weight}) scales the loss where that token is the target: the decision's
-    token. `scoring_examples` with `prompt_format` add label-scoring accuracy and macro-F1 to every
-    evaluation, so `metric_for_best_model: macro_f1` picks checkpoints by what infer.py will measure."""
+    token. With `distill_weight`, the decision token's loss (at the last answer position whose target is one
+    of `label_tokens`, the labels' first tokens) mixes in KL(teacher || student) over those tokens, for the rows
+    that carry a teacher distribution (domainqa/distill.py). `scoring_examples` with `prompt_format` add
+    label-scoring accuracy and macro-F1 to every evaluation, so `metric_for_best_model: macro_f1` picks
+    checkpoints by what infer.py will measure."""
 
     def __init__(
         self,
         *args,
         class_weights: dict[int, float] | None = None,
+        label_tokens: Sequence[int] = (),
         scoring_examples: list[Example] | None = None,
         prompt_format: PromptFormat | None = None,
         scoring_batch_size: int = 8,
@@ -292,6 +308,7 @@ class AnswerLossSFTTrainer(SFTTrainer):
     ):
         super().__init__(*args, **kwargs)
         self.class_weights = class_weights
+        self.label_tokens = list(label_tokens)
         self.scoring_examples = longest_first(scoring_examples or [])  # the metrics do not depend on order
         self.prompt_format = prompt_format
         self.scoring_batch_size = scoring_batch_size
@@ -303,12 +320,13 @@ class AnswerLossSFTTrainer(SFTTrainer):
         return table[targets]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        teacher = inputs.pop(TEACHER_PROBS, None)
         # Under DDP (or DeepSpeed) the model is wrapped; its forward's signature is the inner model's.
         if "labels" not in inputs or not accepts_logits_to_keep(self.accelerator.unwrap_model(model)):
-            if self.class_weights:
-                raise ValueError("class-weighted loss needs a model whose forward takes logits_to_keep")
+            if self.class_weights or teacher is not None:
+                raise ValueError("class-weighted loss and distillation need a model whose forward takes logits_to_keep")
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        inputs = dict(inputs)
         next_labels = inputs.pop("labels")[:, 1:]
         keep = F.pad(next_labels != -100, (0, 1), value=False)  # positions whose next token is scored
         outputs = model(**inputs, use_cache=False, logits_to_keep=keep)
@@ -317,12 +335,27 @@ class AnswerLossSFTTrainer(SFTTrainer):
         losses = F.cross_entropy(logits, targets, reduction="none")
         if self.class_weights:
             losses = losses * self._target_weights(targets, logits.shape[-1])
+        if teacher is not None:
+            losses = self._distilled(losses, logits, targets, keep.nonzero()[:, 0], teacher.to(logits.device))
         # Like the Trainer's own loss: normalised by the label tokens of the whole accumulated batch.
         count = num_items_in_batch if num_items_in_batch is not None else keep.sum()
         loss = losses.sum() / torch.as_tensor(count, device=losses.device).clamp(min=1)
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return (loss, outputs) if return_outputs else loss
+
+    def _distilled(self, losses: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
+                   teacher: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        """`losses` with each row's decision position mixed with KL to that row's teacher distribution."""
+        label_tokens = torch.tensor(self.label_tokens, device=targets.device)
+        is_label = torch.isin(targets, label_tokens)
+        positions = torch.arange(len(targets), device=targets.device)
+        last = torch.full((len(teacher),), -1, device=targets.device, dtype=torch.long)
+        last = last.scatter_reduce(0, rows[is_label], positions[is_label], reduce="amax")  # -1: no decision token
+        decided = last >= 0
+        at = last[decided]
+        mixed = mix_losses(losses[at], logits[at][:, label_tokens], teacher[decided], self.args.distill_weight)
+        return losses.index_put((at,), mixed)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """With scoring examples, one label-scoring pass gives every validation metric, the loss included (the

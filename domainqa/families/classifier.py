@@ -12,7 +12,7 @@ evaluation; the head may start as a linear probe fitted on the frozen features (
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -25,7 +25,8 @@ from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForSequenceClassification, DataCollatorWithPadding, Trainer
 
 from ..config import UsageError
-from ..data import LABELS, Example
+from ..data import LABELS, TEACHER_PROBS, Example
+from ..distill import TeacherColumn, check_teachers, mix_losses, teacher_rows
 from ..embedded import resolve_model_path
 from ..inference import batches, longest_first
 from ..io import atomic_write_json
@@ -82,6 +83,9 @@ class SequenceClassifier(ModelFamily):
         self.labels, self.train_items = tuple(labels), train
         datasets = tuple(encoded_dataset(self.tokenizer, items, self.tokenizer.model_max_length, labels)
                          for items in (train, validation))  # fmt: skip
+        check_teachers(training_args.distill_weight, train)
+        if training_args.distill_weight:
+            datasets = (datasets[0].add_column(TEACHER_PROBS, teacher_rows(train, labels)), datasets[1])
         self.truncated = sum(_cut(self.tokenizer, e) for e in train)
         logger.info("Classifier inputs up to %d tokens (%d training contexts cut to fit)",
                     self.tokenizer.model_max_length, self.truncated)  # fmt: skip
@@ -286,22 +290,42 @@ def classification_metrics(eval_prediction: EvalPrediction, labels: Sequence[str
     return {**official_scores(truth, predicted), **shares}
 
 
-def classification_loss(weights: torch.Tensor | None) -> Callable[..., torch.Tensor]:
+class ClassificationLoss:
     """The Trainer's compute_loss_func: cross-entropy over the whole accumulated batch. Summing and dividing
     by the batch's item count keeps gradient accumulation equal to one large batch; the model's own loss is a
-    per-micro-batch mean that the Trainer would not rescale for models that take loss kwargs."""
+    per-micro-batch mean that the Trainer would not rescale for models that take loss kwargs. With a
+    distillation weight, items with a teacher distribution (`teacher`, set for each batch by ClassifierTrainer)
+    mix in KL(teacher || student) (domainqa/distill.py)."""
 
-    def loss(outputs, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None) -> torch.Tensor:
+    def __init__(self, weights: torch.Tensor | None, distill_weight: float = 0.0):
+        self.weights, self.distill_weight = weights, distill_weight
+        self.teacher: torch.Tensor | None = None
+
+    def __call__(self, outputs, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None):
         logits = outputs["logits"].float()
-        weight = weights.to(logits.device) if weights is not None else None
+        weight = self.weights.to(logits.device) if self.weights is not None else None
         losses = F.cross_entropy(logits, labels, weight=weight, reduction="none")
+        if self.distill_weight and self.teacher is not None:
+            losses = mix_losses(losses, logits, self.teacher.to(logits.device), self.distill_weight)
         if num_items_in_batch is None:  # evaluation: a plain (weighted) mean
             denominator = weight[labels].sum() if weight is not None else labels.numel()
         else:
             denominator = num_items_in_batch
         return losses.sum() / torch.as_tensor(denominator, device=losses.device).clamp(min=1e-8)
 
-    return loss
+
+def classification_loss(weights: torch.Tensor | None, distill_weight: float = 0.0) -> ClassificationLoss:
+    return ClassificationLoss(weights, distill_weight)
+
+
+class ClassifierTrainer(TeacherColumn, Trainer):
+    """The Trainer, with the teacher's label distribution taken out of each batch before the forward and
+    handed to the loss."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        self.compute_loss_func.teacher = inputs.pop(TEACHER_PROBS, None)
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
 
 
 def build_trainer(
@@ -340,7 +364,7 @@ def build_trainer(
     if peft_config is not None:
         model = get_peft_model(model, peft_config)
         model.print_trainable_parameters()
-    return Trainer(
+    return ClassifierTrainer(
         model=model,
         args=training_args,
         train_dataset=train_dataset,
@@ -348,7 +372,7 @@ def build_trainer(
         processing_class=tokenizer,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=partial(classification_metrics, labels=labels),
-        compute_loss_func=classification_loss(weights),
+        compute_loss_func=classification_loss(weights, training_args.distill_weight),
         callbacks=callbacks,
     )
 
