@@ -135,5 +135,9 @@ def test_distillation_without_a_teacher_is_refused_before_work(tmp_path, tiny_ll
         train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--train_data", str(plain),
                                                 "--distill_weight", "0.5")))  # fmt: skip
     assert not (out / "trainer_state.json").exists()
+    probe_only = ("--task_type", "sequence_classification", "--head_init", "linear_probe", "--num_train_epochs", "0",
+                  "--max_steps", "-1", "--distill_weight", "0.5")  # fmt: skip
+    with pytest.raises(UsageError, match="this run has none .num_train_epochs 0.: the linear-probe head is fitted"):
+        train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, *probe_only)))
     with pytest.raises(ValueError, match="distill_weight must be at most 1, got 1.5"):
         train.parse_args(train_args(tiny_llama, out, pqal_path, "--distill_weight", "1.5"))

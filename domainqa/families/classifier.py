@@ -67,6 +67,9 @@ class SequenceClassifier(ModelFamily):
         if training_args.loss_on != "answer":
             raise UsageError(f"loss_on {training_args.loss_on} is for causal LMs; a sequence classifier's loss is on "
                              "its label")  # fmt: skip
+        if training_args.distill_weight and training_args.num_train_epochs == 0 and training_args.max_steps <= 0:
+            raise UsageError("distill_weight acts on the training steps' loss, and this run has none (num_train_epochs "
+                             "0): the linear-probe head is fitted on the hard labels")  # fmt: skip
 
     def training_data(
         self, training_args: TrainingArguments, labels: Sequence[str], train: list[Example], validation: list[Example]
