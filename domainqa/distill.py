@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -38,6 +39,16 @@ def teacher_rows(examples: Sequence[Example], labels: Sequence[str]) -> list[lis
             )
         rows.append([float(probs[label]) for label in labels])
     return rows
+
+
+def soft_targets(examples: Sequence[Example], labels: Sequence[str], weight: float) -> np.ndarray:
+    """Each item's target distribution: (1 - w) * its hard label + w * its teacher's, or its hard label alone.
+    Cross-entropy to it is the mixed loss above up to the teacher's entropy, a constant: what the linear-probe
+    fit of a head minimises."""
+    hard = np.eye(len(labels))[[list(labels).index(e["final_decision"]) for e in examples]]
+    teacher = np.asarray(teacher_rows(examples, labels), dtype=float)
+    has_teacher = teacher[:, :1] >= 0
+    return np.where(has_teacher, (1 - weight) * hard + weight * teacher.clip(min=0), hard)
 
 
 def check_teachers(weight: float, examples: Sequence[Example]) -> None:

@@ -97,8 +97,10 @@ def choose_c(
     labels: Sequence[str],
     class_weight: str | None,
     groups: Sequence[str] | None = None,
+    soft_targets: np.ndarray | None = None,
 ) -> dict:
-    """The C of C_GRID with the best mean macro-F1 over stratified folds of the training items (by group)."""
+    """The C of C_GRID with the best mean macro-F1 over stratified folds of the training items (by group); with
+    `soft_targets`, each fold's probe is fitted on them (`fit_soft`) and still scored on the hard labels."""
     from sklearn.metrics import f1_score, make_scorer
     from sklearn.model_selection import cross_val_score
     from sklearn.pipeline import make_pipeline
@@ -107,10 +109,18 @@ def choose_c(
     scorer = make_scorer(f1_score, average="macro", labels=list(range(len(labels))), zero_division=0)
     scores = {}
     for c in C_GRID:
-        fold_scores = cross_val_score(
-            make_pipeline(*_probe(c, class_weight)), features, targets, scoring=scorer, cv=folds
-        )
-        scores[c] = float(fold_scores.mean())
+        if soft_targets is None:
+            fold_scores = cross_val_score(
+                make_pipeline(*_probe(c, class_weight)), features, targets, scoring=scorer, cv=folds
+            )
+        else:
+            fold_scores = [
+                f1_score(targets[held], fit_soft(c, class_weight, True, features[kept], targets[kept],
+                                                 soft_targets[kept]).predict(features[held]),
+                         average="macro", labels=list(range(len(labels))), zero_division=0)
+                for kept, held in folds
+            ]  # fmt: skip
+        scores[c] = float(np.mean(fold_scores))
     best = max(scores, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
     sources = len(set(groups)) if groups is not None else len(targets)
     return {"C": best, "cv_macro_f1": scores[best], "cv_macro_f1_by_C": scores, "folds": len(folds), "sources": sources}
@@ -127,6 +137,27 @@ def _probe(c: float, class_weight: str | None, fit_intercept: bool = True) -> tu
     )
 
 
+def fit_soft(
+    c: float, class_weight: str | None, with_bias: bool, features: np.ndarray, targets: np.ndarray,
+    soft_targets: np.ndarray,
+) -> object:  # fmt: skip
+    """A scaler and logistic regression (one pipeline) fitted to target distributions: each item appears once per
+    label, weighted by that label's target probability, which makes the regression's loss the cross-entropy to
+    the distribution. Class weights ("balanced", from the hard labels) scale an item's rows by its label's."""
+    from sklearn.pipeline import make_pipeline
+
+    count = soft_targets.shape[1]
+    weights = soft_targets.reshape(-1)
+    if class_weight == "balanced":
+        by_class = len(targets) / (count * np.maximum(np.bincount(targets, minlength=count), 1))
+        weights = weights * np.repeat(by_class[targets], count)
+    pipeline = make_pipeline(*_probe(c, None, fit_intercept=with_bias))
+    # Every item repeated the same number of times: the scaler's mean and scale are those of the items.
+    pipeline.fit(np.repeat(features, count, axis=0), np.tile(np.arange(count), len(features)),
+                 logisticregression__sample_weight=weights)  # fmt: skip
+    return pipeline
+
+
 def fit_probe(
     features: np.ndarray,
     targets: np.ndarray,
@@ -134,11 +165,15 @@ def fit_probe(
     class_weight: str | None,
     with_bias: bool,
     groups: Sequence[str] | None = None,
+    soft_targets: np.ndarray | None = None,
 ) -> tuple[dict, object, object]:
     """The probe a head is set to: C chosen by cross-validation on these items (grouped by source), then the
-    scaler and the logistic regression fitted on all of them. Returns the choice, the fitted scaler and the
-    fitted regression."""
-    choice = choose_c(features, targets, labels, class_weight, groups)
+    scaler and the logistic regression fitted on all of them (on `soft_targets` when given: distillation).
+    Returns the choice, the fitted scaler and the fitted regression."""
+    choice = choose_c(features, targets, labels, class_weight, groups, soft_targets)
+    if soft_targets is not None:
+        scaler, probe = fit_soft(choice["C"], class_weight, with_bias, features, targets, soft_targets).steps
+        return choice, scaler[1], probe[1]
     scaler, probe = _probe(choice["C"], class_weight, fit_intercept=with_bias)
     probe.fit(scaler.fit_transform(features), targets)
     return choice, scaler, probe
@@ -151,17 +186,18 @@ def fit_head_as_probe(
     labels: Sequence[str],
     class_weight: str | None = None,
     groups: Sequence[str] | None = None,
+    soft_targets: np.ndarray | None = None,
 ) -> dict:
     """Set `head` (one linear layer) to a logistic regression fitted on the frozen model's features of
-    `dataset` (rows with input_ids and labels; `groups` their sources). Returns the choice and its
-    cross-validated macro-F1."""
+    `dataset` (rows with input_ids and labels; `groups` their sources; `soft_targets` each row's target
+    distribution, for distillation). Returns the choice and its cross-validated macro-F1."""
     if not isinstance(head, torch.nn.Linear):
         raise UsageError(f"head_init linear_probe needs a head that is one linear layer, not {type(head).__name__}")
     targets = np.asarray(dataset["labels"])
     check_probe_data(targets, labels)
     features = head_inputs(model, head, dataset)
     with_bias = head.bias is not None
-    choice, scaler, probe = fit_probe(features, targets, labels, class_weight, with_bias, groups)
+    choice, scaler, probe = fit_probe(features, targets, labels, class_weight, with_bias, groups, soft_targets)
     # Fold the scaling into the weights: w . (x - mean) / scale + b == (w / scale) . x + (b - w . mean / scale).
     weight = probe.coef_ / scaler.scale_
     bias = probe.intercept_ - weight @ scaler.mean_ if with_bias else None

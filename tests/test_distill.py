@@ -5,6 +5,7 @@ import json
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from domainqa.data import DataError, load_task_data, normalize_example
 from domainqa.distill import NO_TEACHER, mix_losses, teacher_rows
 from domainqa.families.causal_lm import AnswerLossSFTTrainer
 from domainqa.families.classifier import classification_loss
+from domainqa.probe_head import _probe, fit_soft
 from tests.helpers import train_args
 
 # Six of the eight training items carry a teacher distribution, so every batch of four holds some.
@@ -83,10 +85,10 @@ def test_causal_lm_mixes_the_last_decision_token_of_each_row():
     assert torch.equal(mixed[untouched], losses[untouched])
 
 
-def teacher_data(tmp_path, pqal_path, teachers, name):
-    """The first 8 training items, the first ones with these teacher distributions."""
-    items = load_task_data(str(pqal_path))["train"][:8]
-    rows = [{**e, "teacher_probs": t} if t else e for e, t in zip(items, teachers + [None] * 8, strict=False)]
+def teacher_data(tmp_path, pqal_path, teachers, name, count=8):
+    """The first `count` training items, the first ones with these teacher distributions."""
+    items = load_task_data(str(pqal_path))["train"][:count]
+    rows = [{**e, "teacher_probs": t} if t else e for e, t in zip(items, teachers + [None] * count, strict=False)]
     path = tmp_path / f"{name}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -135,9 +137,33 @@ def test_distillation_without_a_teacher_is_refused_before_work(tmp_path, tiny_ll
         train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--train_data", str(plain),
                                                 "--distill_weight", "0.5")))  # fmt: skip
     assert not (out / "trainer_state.json").exists()
-    probe_only = ("--task_type", "sequence_classification", "--head_init", "linear_probe", "--num_train_epochs", "0",
-                  "--max_steps", "-1", "--distill_weight", "0.5")  # fmt: skip
-    with pytest.raises(UsageError, match="this run has none .num_train_epochs 0.: the linear-probe head is fitted"):
-        train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, *probe_only)))
     with pytest.raises(ValueError, match="distill_weight must be at most 1, got 1.5"):
         train.parse_args(train_args(tiny_llama, out, pqal_path, "--distill_weight", "1.5"))
+
+
+def test_a_probe_fitted_to_one_hot_targets_is_the_hard_label_probe():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 5))
+    targets = (features[:, 0] > 0).astype(int) + (features[:, 1] > 1).astype(int)
+    scaler, hard = _probe(0.1, None)
+    hard.fit(scaler.fit_transform(features), targets)
+    soft = fit_soft(0.1, None, True, features, targets, np.eye(3)[targets])
+    expected = hard.predict_proba(scaler.transform(features))
+    assert np.abs(soft.predict_proba(features) - expected).max() < 1e-3
+    # Targets pulled toward "maybe" for every item move the fitted probabilities there.
+    pulled = fit_soft(0.1, None, True, features, targets, 0.5 * np.eye(3)[targets] + 0.5 * np.eye(3)[[2] * 60])
+    assert pulled.predict_proba(features)[:, 2].mean() > expected[:, 2].mean() + 0.1
+
+
+def test_the_probe_head_is_fitted_to_the_teacher_mix_only_when_asked(tmp_path, tiny_llama, pqal_path):
+    # 30 items: the probe's cross-validation needs two of every label.
+    probe_only = ("--task_type", "sequence_classification", "--head_init", "linear_probe", "--num_train_epochs", "0",
+                  "--max_steps", "-1", "--peft_method", "full", "--max_train_samples", "30")  # fmt: skip
+    plain = teacher_data(tmp_path, pqal_path, [], "plain", 30)
+    taught = teacher_data(tmp_path, pqal_path, TEACHERS * 4, "taught", 30)
+    heads = {}
+    for name, data, extra in (("plain", plain, ()), ("zero", taught, ()), ("soft", taught, ("--distill_weight", "1"))):
+        _, out = trained(tmp_path, name, tiny_llama, pqal_path, data, *probe_only, *extra)
+        heads[name] = load_file(out / "model.safetensors")["score.weight"]
+    assert torch.equal(heads["zero"], heads["plain"])
+    assert not torch.allclose(heads["soft"], heads["plain"])

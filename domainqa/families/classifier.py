@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, DataCol
 
 from ..config import UsageError
 from ..data import LABELS, TEACHER_PROBS, Example
-from ..distill import TeacherColumn, check_teachers, mix_losses, teacher_rows
+from ..distill import TeacherColumn, check_teachers, mix_losses, soft_targets, teacher_rows
 from ..embedded import resolve_model_path
 from ..inference import batches, longest_first
 from ..io import atomic_write_json
@@ -67,9 +67,6 @@ class SequenceClassifier(ModelFamily):
         if training_args.loss_on != "answer":
             raise UsageError(f"loss_on {training_args.loss_on} is for causal LMs; a sequence classifier's loss is on "
                              "its label")  # fmt: skip
-        if training_args.distill_weight and training_args.num_train_epochs == 0 and training_args.max_steps <= 0:
-            raise UsageError("distill_weight acts on the training steps' loss, and this run has none (num_train_epochs "
-                             "0): the linear-probe head is fitted on the hard labels")  # fmt: skip
 
     def training_data(
         self, training_args: TrainingArguments, labels: Sequence[str], train: list[Example], validation: list[Example]
@@ -106,8 +103,12 @@ class SequenceClassifier(ModelFamily):
             weights = torch.tensor([by_label[label] for label in self.labels])
         # A checkpoint holds its head; the probe's cross-validation keeps each source's items in one fold.
         probe = training_args.head_init == "linear_probe" and not resuming
+        targets = None
+        if probe and training_args.distill_weight:  # the probe is fitted to the teacher-mixed distributions too
+            targets = soft_targets(self.train_items, self.labels, training_args.distill_weight)
         return build_trainer(self.model_args, training_args, self.tokenizer, *datasets, callbacks, weights,
-                             self.labels, probe_groups=source_groups(self.train_items) if probe else None)  # fmt: skip
+                             self.labels, probe_groups=source_groups(self.train_items) if probe else None,
+                             probe_targets=targets)  # fmt: skip
 
     def check_inference(self, infer_args: InferenceArguments, trained: str | None) -> None:
         if infer_args.mode != "score":
@@ -341,6 +342,7 @@ def build_trainer(
     weights: torch.Tensor | None,
     labels: Sequence[str] = LABELS,
     probe_groups: Sequence[str] | None = None,
+    probe_targets: np.ndarray | None = None,
 ) -> Trainer:
     model = load_classifier(model_args.model_name_or_path, model_args.dtype, labels, model_args.num_hidden_layers)
     match_padding(model, tokenizer)
@@ -353,6 +355,7 @@ def build_trainer(
             labels,
             "balanced" if weights is not None else None,
             probe_groups,
+            probe_targets,
         )
         atomic_write_json(Path(training_args.output_dir) / PROBE_HEAD, probe)
     peft_config = classifier_peft_config(
