@@ -2,7 +2,8 @@
 labels stay the same, how far the label log-probabilities move, and accuracy / macro-F1 with 95% intervals.
 
     OMP_NUM_THREADS=1 PUBMEDQA_PATH=/path/to/ori_pqal.json python -m benchmarks.bench_cpu_precision \
-        [--limit 500] [--variants fp32,bf16,autocast,bf16-weights,compile] [--output docs/cpu_precision.json]
+        [--limit 500] [--variants fp32,bf16,autocast,bf16-weights,compile] [--output docs/cpu_precision.json] \
+        [--parts outputs/cpu_precision_parts] [--time_budget SECONDS] [--summarize_only] [--adapter_path RUN]
 
 Variants, run in this order on the embedded SmolLM2-135M-Instruct, chat prompt, paper-split test items in file
 order, batch size 1 (what infer.py uses on a CPU):
@@ -248,6 +249,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=500, help="Score the first N paper-split test items.")
     parser.add_argument("--variants", default=",".join(ALL_VARIANTS), help="Comma-separated, run in this order.")
     parser.add_argument("--output", default="docs/cpu_precision.json")
+    parser.add_argument("--adapter_path", default=None, help="A trained adapter on the embedded model (merged).")
     parser.add_argument("--parts", default="outputs/cpu_precision_parts", help="Per-item scores of each variant.")
     parser.add_argument("--time_budget", type=float, default=0, help="Stop a variant after this many seconds.")
     parser.add_argument("--summarize_only", action="store_true", help="Report the scores saved so far; score nothing.")
@@ -265,7 +267,7 @@ def main() -> None:
     rates_before = matmul_rates()
     print(f"linear GFLOP/s at model shapes: {rates_before['model_shapes']}", file=sys.stderr)
 
-    base, tokenizer = load_for_inference(EMBEDDED_MODEL, dtype="float32")
+    base, tokenizer = load_for_inference(EMBEDDED_MODEL, args.adapter_path, dtype="float32")
     fmt = PromptFormat("chat", tokenizer)
     flops_per_token = 2 * linear_params(base)
     summaries: dict[str, dict] = {}
@@ -317,6 +319,7 @@ def main() -> None:
     rates_after = matmul_rates()
     result = {
         "model": "SmolLM2-135M-Instruct (embedded), chat prompt, label scoring, batch size 1",
+        "adapter": args.adapter_path,
         "items": f"first {len(items)} paper-split test items",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

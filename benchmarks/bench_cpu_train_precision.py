@@ -1,7 +1,7 @@
 """LoRA training steps on CPU under three numeric precisions, in one process: real tokens per CPU-second and
 each step's loss side by side.
 
-    OMP_NUM_THREADS=1 PUBMEDQA_PATH=/path/to/ori_pqal.json python benchmarks/bench_cpu_train_precision.py \
+    OMP_NUM_THREADS=1 PUBMEDQA_PATH=/path/to/ori_pqal.json python -m benchmarks.bench_cpu_train_precision \
         [--steps 6] [--batch_size 8] [--max_length 512] [--output docs/cpu_train_precision.json]
 
 Training items: the first steps x batch_size paper-split training items that fit in max_length tokens whole
