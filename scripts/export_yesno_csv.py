@@ -13,9 +13,9 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import sys
 from pathlib import Path
 
+from domainqa.config import run_cli
 from domainqa.data import PUBMEDQA_ENV, load_pubmedqa
 
 COLUMNS = {"pmid": "id", "query": "question", "passage": "context", "conclusion": "long_answer",
@@ -43,7 +43,8 @@ def export(pqal: str | None, output_dir: Path) -> dict[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pqal", help=f"the official ori_pqal.json (default ${PUBMEDQA_ENV}, else the Hub)")
+    parser.add_argument("--pqal", "--dataset_path", dest="pqal",
+                        help=f"the official ori_pqal.json (default ${PUBMEDQA_ENV}, else the Hub)")  # fmt: skip
     parser.add_argument("--output_dir", type=Path, default=Path("outputs/data/pubmedqa-yesno"))
     args = parser.parse_args(argv)
     written = export(args.pqal or os.environ.get(PUBMEDQA_ENV), args.output_dir)
@@ -53,4 +54,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_cli(main)  # no data offline, a full disk: one line and exit 2

@@ -604,6 +604,7 @@ def start_seconds() -> float:
         ("evaluate.py", [], False, "qiaojin/PubMedQA: cannot reach the Hub"),
         ("infer.py", ["--adapter_path", "someone/adapter@v2"], True, "someone/adapter@v2: not in the local Hub cache"),
         ("train.py", ["--train_data", "someone/data"], True, "someone/data: no such file or folder, nor a Hub data"),
+        ("scripts/export_yesno_csv.py", [], True, "could not load qiaojin/PubMedQA/pqa_labeled from the Hub"),
     ],
 )
 def test_offline_hub_ids_fail_fast_in_one_line(
@@ -613,8 +614,11 @@ def test_offline_hub_ids_fail_fast_in_one_line(
     stops the script in one line, exit status 2, instead of the client retrying each file for ~25 s."""
     predictions = tmp_path / "p.json"
     predictions.write_text('{"1": "yes"}')
-    if script != "evaluate.py":  # evaluate.py reads PubMedQA from the Hub: no --dataset_path, no $PUBMEDQA_PATH
+    if script.endswith(".py") and script not in ("evaluate.py", "scripts/export_yesno_csv.py"):
+        # evaluate.py and the export read PubMedQA from the Hub: no --dataset_path, no $PUBMEDQA_PATH
         args = [*args, "--dataset_path", str(pqal_path), "--output_dir", str(tmp_path / "run")]
+    if script == "scripts/export_yesno_csv.py":
+        args = ["--output_dir", str(tmp_path / "csv")]
     if script == "train.py" and "--model_name_or_path" not in args:
         args = [*args, "--model_name_or_path", str(tiny_llama)]
     if script == "evaluate.py":
@@ -625,7 +629,7 @@ def test_offline_hub_ids_fail_fast_in_one_line(
                           timeout=900)  # fmt: skip
     seconds = time.monotonic() - start
     assert done.returncode == 2 and one_line(done.stderr), done.stderr[-3000:]
-    assert done.stderr.startswith(f"{script}: error: {message}"), done.stderr
+    assert done.stderr.startswith(f"{Path(script).name}: error: {message}"), done.stderr
     if not offline:
         assert f"{env['HF_ENDPOINT']} (ConnectError" in done.stderr and "set HF_HUB_OFFLINE=1" in done.stderr
     # A behaviour check, not a benchmark: one retried file alone would add 23 s of waiting.
