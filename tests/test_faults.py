@@ -386,6 +386,11 @@ def test_a_locked_run_folder_refuses_a_second_process(tmp_path, tiny_llama, pqal
             cwd=REPO, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert done.returncode == 2 and one_line(done.stderr) and "in use by holder.py" in done.stderr
+        # The folder as the model to predict with, from elsewhere: a model in training is not one to load.
+        elsewhere = infer_args(tmp_path / "elsewhere", pqal_path, "--model_name_or_path", str(tiny_llama),
+                               "--adapter_path", str(out))  # fmt: skip
+        code, err = cli(capsys, infer, elsewhere)
+        assert code == 2 and one_line(err) and f"{out} is being trained by holder.py (pid {holder.pid}" in err, err
         assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing written by the refused runs
     finally:
         holder.send_signal(signal.SIGKILL)
@@ -675,3 +680,16 @@ def test_credentials_in_a_base_url_are_never_shown_or_written(tmp_path, pqal_pat
                 assert error.startswith("augment: error: ") and "http://***@127.0.0.1:" in error, (case, error)
     assert server.auth_seen.count(f"Basic {encoded[PASSWORD]}") >= 3  # the models check and two requests
     assert server.queries.count(f"api_key={QUERY_KEY}") >= 3  # and with the query's key
+
+
+def test_a_damaged_final_model_is_one_line(tmp_path, tiny_llama, pqal_path, capsys):
+    """A final adapter cut off (a copy interrupted, a disk that filled outside train.py) or a config that is no
+    JSON: infer.py names the file in one line instead of a loader's traceback."""
+    out = tmp_path / "run"
+    train.main(*train.parse_args(train_args(tiny_llama, out, pqal_path, "--save_strategy", "no")))
+    adapter = out / "adapter_model.safetensors"
+    adapter.write_bytes(adapter.read_bytes()[:100])
+    code, err = cli(capsys, infer, infer_args(out, pqal_path))
+    assert code == 2 and one_line(err), err
+    assert f"{out}: the trained model cannot be loaded" in err and "adapter_model.safetensors" in err, err
+    assert not list(out.glob("predictions*"))
