@@ -120,6 +120,14 @@ class AugmentArguments(DataSpec):
         default="auto",
         metadata={"help": "Ask for structured JSON output: auto (on, off if the server refuses it), on or off."},
     )
+    teacher_probs: bool = field(
+        default=True,
+        metadata={
+            "help": "Request the writer's token log-probabilities for the decision and record the label "
+            "distribution in each accepted item's teacher_probs (openai backend: logprobs, dropped if the server "
+            "refuses them; transformers backend: the model's own scores). The Batch API records none."
+        },
+    )
     verify: bool = field(
         default=False, metadata={"help": "Ask the LLM to answer each rewrite; reject those whose decision flips."}
     )

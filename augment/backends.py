@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import urllib.parse
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,8 +22,10 @@ from .arguments import AugmentArguments, AugmentError
 from .prompts import JSON_OBJECT, response_format, without_max_lengths
 from .requests import Answer, Request
 from .retry import RateLimiter, RetryPolicy, parse_retry_after, retryable_status
+from .teacher_probs import SOURCES, DecisionLogprobs, decision_token_index, from_openai_logprobs, label_prefix
 
 logger = logging.getLogger(__name__)
+TOP_LOGPROBS = 20  # the most alternatives per token OpenAI's chat completions give
 
 OnAnswer = Callable[[Request, Answer], None]
 OnFailure = Callable[[Request, str], None]
@@ -59,6 +62,7 @@ class OpenAISettings:
     request_timeout: float
     max_concurrency: int
     json_mode: str
+    teacher_probs: bool  # ask for the token log-probabilities
     requests_per_minute: float | None
     tokens_per_minute: float | None
     retry: RetryPolicy
@@ -71,6 +75,7 @@ class OpenAISettings:
             request_timeout=args.request_timeout,
             max_concurrency=args.max_concurrency,
             json_mode=args.json_mode,
+            teacher_probs=args.teacher_probs,
             requests_per_minute=args.requests_per_minute,
             tokens_per_minute=args.tokens_per_minute,
             retry=RetryPolicy(args.max_retries, args.backoff_base, args.backoff_max),
@@ -95,6 +100,7 @@ class OpenAIBackend:
         self.limiter = RateLimiter(settings.requests_per_minute, settings.tokens_per_minute)
         # The strongest output format the server has not refused (see FORMATS).
         self.output_format: str | None = None if settings.json_mode == "off" else FORMATS[0]
+        self.logprobs = settings.teacher_probs  # until the server refuses them
         self.stats: Counter = Counter()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -122,9 +128,13 @@ class OpenAIBackend:
         except (openai.APIConnectionError, openai.APITimeoutError) as e:
             raise AugmentError(f"cannot reach {where}: {self.redact(e)} (check --base_url)") from None
 
-    def request_body(self, request: Request) -> dict:
-        """The chat completion request's JSON body, in the output format the server has not refused."""
+    def request_body(self, request: Request, logprobs: bool = True) -> dict:
+        """The chat completion request's JSON body, in the output format the server has not refused, asking for
+        the token log-probabilities when `logprobs` and the run wants them and the server has not refused them.
+        They are not part of the request's cache key: they do not change the answer."""
         body = {"model": request.model, "messages": request.messages, **request.params}
+        if logprobs and self.logprobs:
+            body.update(logprobs=True, top_logprobs=TOP_LOGPROBS)
         if self.output_format == "json_schema" and request.schema is not None:
             body["response_format"] = response_format(request.schema)
         elif self.output_format == "json_object+schema" and request.schema is not None:
@@ -140,6 +150,14 @@ class OpenAIBackend:
             return
         self.output_format = FORMATS[FORMATS.index(refused) + 1]
         logger.warning("the server refused response_format %s; asking for %s", refused, self.output_format or "text")
+
+    def _drop_logprobs(self) -> None:
+        """The server refused logprobs: ask for none for the rest of the run (said once), recording no
+        teacher_probs."""
+        if not self.logprobs:
+            return
+        self.logprobs = False
+        logger.warning("the server refused logprobs; asking for none: its answers record no teacher_probs")
 
     async def complete(self, request: Request) -> Answer:
         """One request with retries; raises `RequestFailed` with a redacted reason."""
@@ -158,6 +176,9 @@ class OpenAIBackend:
                     self._weaken_format(asked)
                     continue
                 raise RequestFailed(f"the server refused response_format {asked}: {self.redact(e)}") from None
+            except LogprobsRefused:
+                self._drop_logprobs()
+                continue
             except openai.BadRequestError as e:
                 raise RequestFailed(f"HTTP 400: {self.redact(_message(e))}") from None
             except (openai.APIStatusError, openai.APIConnectionError, NotACompletion) as e:
@@ -183,6 +204,7 @@ class OpenAIBackend:
                 text=(response.choices[0].message.content or "") if response.choices else "",
                 tokens_in=getattr(usage, "prompt_tokens", 0) or 0,
                 tokens_out=getattr(usage, "completion_tokens", 0) or 0,
+                decision_logprobs=_decision_logprobs(response),
             )
             self.limiter.settle(estimate, answer.tokens_in + answer.tokens_out)
             return answer
@@ -201,6 +223,9 @@ class OpenAIBackend:
             # llama-cpp-python's request validation 422, older llama.cpp servers 500.
             if "response_format" in body and e.status_code in (400, 422, 500) and "response_format" in _message(e):
                 raise FormatRefused(f"HTTP {e.status_code}: {_message(e)}") from None
+            # A model without log-probabilities (OpenAI's reasoning models, some servers) answers 400.
+            if "logprobs" in body and e.status_code == 400 and "logprobs" in _message(e):
+                raise LogprobsRefused(f"HTTP {e.status_code}: {_message(e)}") from None
             raise
         if not hasattr(response, "choices"):  # not JSON at all (a proxy's page): the client returns the text
             raise NotACompletion(f"not a completion: a {type(response).__name__} body")
@@ -242,6 +267,19 @@ class FormatRefused(Exception):
     """The server does not support the response_format asked for."""
 
 
+class LogprobsRefused(Exception):
+    """The server does not give token log-probabilities."""
+
+
+def _decision_logprobs(response) -> DecisionLogprobs | None:
+    """The alternatives where the decision starts, from a completion's logprobs (None when it holds none)."""
+    logprobs = getattr(response.choices[0], "logprobs", None) if response.choices else None
+    content = getattr(logprobs, "content", None)
+    if not content:
+        return None
+    return from_openai_logprobs([t.model_dump() for t in content])
+
+
 class NotACompletion(Exception):
     """A successful HTTP answer that holds no chat completion; transient, like a dropped connection."""
 
@@ -266,10 +304,17 @@ class TransformersSettings:
     dtype: str
     batch_size: int
     constrained: bool  # compile the answer schemas' grammars (json_mode not off)
+    teacher_probs: bool  # keep the model's scores where the decision starts
 
     @classmethod
     def from_arguments(cls, args: AugmentArguments) -> TransformersSettings:
-        return cls(model=args.model, dtype=args.dtype, batch_size=args.batch_size, constrained=args.json_mode != "off")
+        return cls(
+            model=args.model,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            constrained=args.json_mode != "off",
+            teacher_probs=args.teacher_probs,
+        )
 
 
 class TransformersBackend:
@@ -287,6 +332,8 @@ class TransformersBackend:
         self.tokenizer = None
         self.grammars = GrammarCache()
         self.stats: Counter = Counter()
+        self.token_texts: list[str] | None = None  # each token id's text, made when first needed
+        self.candidates: dict[tuple[str, ...], list[int]] = {}  # label set -> the tokens that begin a label
 
     async def preflight(self) -> None:
         from domainqa.modeling import load_model, load_tokenizer
@@ -311,6 +358,7 @@ class TransformersBackend:
         inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         params = batch[0].params
         sample = params["temperature"] > 0
+        recorder = self._decision_scores(batch[0])
         torch.manual_seed(params["seed"])  # same batch, same seed: same answers
         with torch.no_grad():
             output = self.model.generate(
@@ -321,15 +369,31 @@ class TransformersBackend:
                 top_p=params["top_p"] if sample else None,
                 top_k=None,
                 pad_token_id=self.tokenizer.pad_token_id,
-                logits_processor=self.grammars.processors(batch) + repetition_processors(params, inputs),
+                # The recorder first: the grammar masks the scores in place.
+                logits_processor=([recorder] if recorder else [])
+                + self.grammars.processors(batch)
+                + repetition_processors(params, inputs),
             )
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         answers = []
-        for mask, tokens in zip(inputs["attention_mask"], new_tokens, strict=True):
+        for row, (mask, tokens) in enumerate(zip(inputs["attention_mask"], new_tokens, strict=True)):
             n_out = int((tokens != self.tokenizer.pad_token_id).sum())
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            answers.append(Answer(text=text, tokens_in=int(mask.sum()), tokens_out=n_out))
+            decision = recorder.decision(row, tokens.tolist()) if recorder else None
+            answers.append(Answer(text=text, tokens_in=int(mask.sum()), tokens_out=n_out, decision_logprobs=decision))
         return answers
+
+    def _decision_scores(self, request: Request) -> DecisionScores | None:
+        """A recorder of the scores of the tokens that begin a label of the request's schema; None when the run
+        records no teacher_probs or the request has no schema naming the labels (json_mode off)."""
+        labels = tuple(((request.schema or {}).get("properties") or {}).get("final_decision", {}).get("enum") or ())
+        if not self.settings.teacher_probs or not labels:
+            return None
+        if self.token_texts is None:
+            self.token_texts = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
+        if labels not in self.candidates:
+            self.candidates[labels] = [i for i, text in enumerate(self.token_texts) if label_prefix(text, labels)]
+        return DecisionScores(self.candidates[labels], self.token_texts)
 
     async def run(self, requests: Sequence[Request], on_answer: OnAnswer, on_failure: OnFailure) -> None:
         # A batch decodes until its longest answer ends, and answers grow with their prompts: batching
@@ -349,6 +413,33 @@ class TransformersBackend:
 
     async def close(self) -> None:
         pass
+
+
+class DecisionScores:
+    """A logits processor that changes nothing: at every step it keeps the log-probabilities the model itself
+    gives the tokens that begin a label (over the whole vocabulary, before the grammar, the repetition penalty
+    and the sampling settings touch the scores), so that the step which wrote the decision's first token can
+    be read after generation."""
+
+    def __init__(self, candidate_ids: list[int], token_texts: list[str]):
+        self.ids = candidate_ids
+        self.texts = token_texts
+        self.steps: list = []  # one (batch, candidates) tensor per generation step
+
+    def __call__(self, input_ids, scores):
+        self.steps.append(scores.float().log_softmax(-1)[:, self.ids].cpu())
+        return scores
+
+    def decision(self, row: int, tokens: Sequence[int]) -> DecisionLogprobs | None:
+        """The alternatives where the decision value of batch row `row` starts (its generated `tokens`)."""
+        texts = [self.texts[t] if t < len(self.texts) else "" for t in tokens]  # padding rows of the output layer
+        index = decision_token_index(texts)
+        if index is None or index >= len(self.steps) or not self.ids:
+            return None
+        values = self.steps[index][row].tolist()
+        # A token the model's own settings rule out (-inf) has no probability: leaving it out changes nothing.
+        alternatives = [[self.texts[i], v] for i, v in zip(self.ids, values, strict=True) if math.isfinite(v)]
+        return DecisionLogprobs(source=SOURCES["transformers"], token=texts[index], alternatives=alternatives)
 
 
 def repetition_processors(params: dict, inputs) -> list:

@@ -58,7 +58,8 @@ def _load_state(path: Path) -> dict | None:
 async def _submit(backend: OpenAIBackend, client, requests: Sequence[Request], state_path: Path) -> str:
     lines = [
         json.dumps(
-            {"custom_id": r.key, "method": "POST", "url": ENDPOINT, "body": backend.request_body(r)},
+            # No logprobs: a server refusing them would fail every line of the batch, with no fallback.
+            {"custom_id": r.key, "method": "POST", "url": ENDPOINT, "body": backend.request_body(r, logprobs=False)},
             ensure_ascii=False,
         )
         for r in requests

@@ -42,7 +42,10 @@ class AnswerCache:
             return None
         except (OSError, json.JSONDecodeError):  # cannot happen with atomic writes, but never trust a cache
             return None
-        return Answer(entry["text"], entry.get("tokens_in", 0), entry.get("tokens_out", 0))
+        # Answers cached before the token probabilities were kept have none: no teacher_probs, never a guess.
+        return Answer(
+            entry["text"], entry.get("tokens_in", 0), entry.get("tokens_out", 0), entry.get("decision_logprobs")
+        )
 
     def put(self, request: Request, answer: Answer) -> None:
         entry = {
@@ -55,6 +58,8 @@ class AnswerCache:
             "tokens_in": answer.tokens_in,
             "tokens_out": answer.tokens_out,
         }
+        if answer.decision_logprobs is not None:  # the model's token probabilities only: no secret goes in here
+            entry["decision_logprobs"] = answer.decision_logprobs
         atomic_write_json(self._path(request.key), entry)
 
     def __contains__(self, request: Request) -> bool:

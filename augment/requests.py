@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .teacher_probs import DecisionLogprobs
+
 
 @dataclass
 class Request:
@@ -33,8 +35,10 @@ class Request:
 
 @dataclass
 class Answer:
-    """The text a backend returned for one request, and the tokens it cost."""
+    """The text a backend returned for one request, the tokens it cost, and the teacher's token probabilities
+    where the decision value starts (None where the backend gave none)."""
 
     text: str
     tokens_in: int = 0
     tokens_out: int = 0
+    decision_logprobs: DecisionLogprobs | None = None

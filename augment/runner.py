@@ -42,6 +42,7 @@ from .prompts import (
 )
 from .requests import Answer, Request
 from .sources import load_sources, task_labels
+from .teacher_probs import SOURCES, label_distribution
 from .validation import LeakIndex, Limits, check_fields, fingerprint
 
 logger = logging.getLogger("augment")
@@ -258,12 +259,21 @@ class Run:
 
 
 def _row(
-    args: AugmentArguments, source: Example, kind: str, variant: int, output: dict, shape: Shape = PUBMEDQA
+    args: AugmentArguments,
+    source: Example,
+    kind: str,
+    variant: int,
+    output: dict,
+    shape: Shape = PUBMEDQA,
+    teacher_probs: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """An accepted output, under PubMedQA's field names (`write_outputs` writes the data set's own)."""
+    """An accepted output, under PubMedQA's field names (`write_outputs` writes the data set's own); its
+    `teacher_probs` only where the teacher's label distribution is known."""
     row = {"id": f"{source['id']}-{kind}-{slug(args.model)}-{variant}"}
     row.update({field: output[field] for field in shape.text_fields})
     row["final_decision"] = output["final_decision"]
+    if teacher_probs is not None:
+        row["teacher_probs"] = teacher_probs
     row.update(source_id=source["id"], strategy=kind, model=args.model, prompt_version=args.prompt_version)
     return row
 
@@ -471,7 +481,10 @@ async def assemble(
             rejected.append({**base, "reason": problem[0], "detail": problem[1], "output": output})
             continue
         seen.add(fingerprint(output))
-        candidates.append((request, _row(args, source, kind, variant, output, shape)))
+        probs = None
+        if args.teacher_probs and answer.decision_logprobs is not None:
+            probs = label_distribution(answer.decision_logprobs, labels)
+        candidates.append((request, _row(args, source, kind, variant, output, shape, probs)))
     if args.verify:
         candidates = await verify(args, run, sources, candidates, rejected, shape)
     rows.extend(row for _, row in candidates)
@@ -533,6 +546,7 @@ def summarize(args, facts, sources, requests, answers, rows, rejected, run: Run,
         "failed_requests": reasons.get("request_failed", 0),
         "accepted": len(rows),
         "accepted_by_strategy": dict(Counter(r["strategy"] for r in rows)),
+        "teacher_probs": teacher_probs_summary(args, rows),
         "rejected": len(rejected),
         "rejected_by_reason": dict(sorted(reasons.items())),
         "test_overlap_rejected": reasons.get("test_overlap", 0),
@@ -550,6 +564,17 @@ def summarize(args, facts, sources, requests, answers, rows, rejected, run: Run,
         "max_repeat_share": args.max_repeat_share,
         "min_context_ratio": args.min_context_ratio,
         "max_context_words": args.max_context_words,
+    }
+
+
+def teacher_probs_summary(args: AugmentArguments, rows: list[dict]) -> dict[str, Any]:
+    """How many accepted items carry the teacher's label distribution, by where it came from (one source per
+    backend: the cache keys answers by backend too)."""
+    items = sum("teacher_probs" in r for r in rows)
+    return {
+        "requested": args.teacher_probs,
+        "accepted": items,
+        "by_source": {SOURCES[args.backend]: items} if items else {},
     }
 
 

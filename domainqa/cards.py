@@ -180,6 +180,10 @@ the unchanged sources (combined strategy).
   sampling `{{ summary.sampling | tojson }}`.
 - Examples: {{ rows | length }} ({{ strategies }}).
 - Decisions: {{ decisions }}.
+{% if teacher_probs %}
+- The teacher's label distribution (`teacher_probs`): {{ teacher_probs.accepted }} of {{ rows | length }} examples \
+({{ teacher_probs.by_source | tojson }}).
+{% endif %}
 - Rejected outputs: {{ summary.rejected }} ({{ summary.rejected_by_reason | tojson }}).
 - Tokens in/out: {{ summary.tokens_in }}/{{ summary.tokens_out }}; estimated cost (USD): \
 {{ summary.estimated_cost_usd }}.
@@ -187,6 +191,10 @@ the unchanged sources (combined strategy).
 ## Fields
 
 {{ fields }}, and provenance: `source_id` (the item it came from), `strategy`, `model`, `prompt_version`.
+{% if teacher_probs %}
+Where the writer's token probabilities were known, `teacher_probs` holds its probability of each label where
+it wrote the decision ({label: probability}, summing to 1).
+{% endif %}
 
 ## Prompts
 
@@ -383,6 +391,7 @@ def dataset_card(summary: dict, rows: list[dict], instructions: dict[str, str], 
         decisions=", ".join(f"{k}: {decisions.get(k, 0)}" for k in labels),
         instructions={kind: text for kind, text in instructions.items() if kind != "verify"},
         pubmedqa=summary.get("split") != "custom", fields=fields,
+        teacher_probs=summary.get("teacher_probs") if any("teacher_probs" in r for r in rows) else None,
     )  # fmt: skip
     data = DatasetCardData(
         license="other",

@@ -4,7 +4,11 @@ It answers /v1/models, /v1/chat/completions, /v1/files and /v1/batches. Its "LLM
 every word longer than three letters, so outputs differ from their sources but keep their decision; it writes
 the text fields the request's JSON schema names (all of question, context and long answer without one).
 Faults are scripted per source question: `server.faults["some question text"] = ["429", "500", "ok"]`
-makes the requests whose input question contains that text meet those answers in turn."""
+makes the requests whose input question contains that text meet those answers in turn.
+
+A request with `logprobs: true` gets each token's log-probability and `top_logprobs` (the answer is cut into
+words, punctuation and spaces): 0 everywhere but where the decision value starts, where the labels get
+`decision_probs` (uniform over a label set it does not name), or HTTP 400 with `logprobs_supported` off."""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import base64
 import email.parser
 import hashlib
 import json
+import math
+import re
 import threading
 import time
 from collections import Counter
@@ -24,6 +30,9 @@ ACTIONS = (
 STATUS_MESSAGES = {"408": "request timeout", "409": "conflict: the resource is busy", "404": "no such model"}
 FLIP = {"yes": "no", "no": "yes", "maybe": "yes"}
 TEXT_FIELDS = ("question", "context", "long_answer")
+# Tokens: a word with the space and the opening quote before it (` "yes`), a punctuation mark, or spaces.
+TOKEN = re.compile(r' ?"?\w+| ?[^\w\s]|\s+')
+DECISION_KEY = '"final_decision": "'
 
 
 def mangle(text: str) -> str:
@@ -58,6 +67,8 @@ class FakeOpenAI:
         self.json_mode_supported = json_mode_supported
         self.json_schema_supported = json_schema_supported
         self.format_refusal_status = 400  # how a refused response_format is answered (422, 500: other servers)
+        self.logprobs_supported = True
+        self.decision_probs = {"yes": 0.7, "no": 0.2, "maybe": 0.1}  # where the decision starts
         self.response_formats: list[dict | None] = []  # the response_format of every chat request
         self.batch_polls = batch_polls
         self.faults: dict[str, list[str]] = {}
@@ -154,14 +165,42 @@ class FakeOpenAI:
             content = f"Here is the JSON you asked for:\n```json\n{content}\n```"
         return action, content
 
+    def token_logprobs(self, body: dict, content: str) -> list[dict]:
+        """OpenAI's `logprobs.content` for `content`: certain tokens, but for the decision value's first."""
+        tokens = TOKEN.findall(content)
+        assert "".join(tokens) == content
+        schema = self.schema_of(body)
+        labels = schema["properties"]["final_decision"]["enum"] if schema else list(self.decision_probs)
+        probs = {label: self.decision_probs[label] for label in labels if label in self.decision_probs}
+        probs = probs or dict.fromkeys(labels, 1 / len(labels))
+        start = content.rfind(DECISION_KEY) + len(DECISION_KEY) if DECISION_KEY in content else -1
+        out, offset = [], 0
+        for token in tokens:
+            entry = {"token": token, "logprob": 0.0, "bytes": list(token.encode()), "top_logprobs": []}
+            if offset <= start < offset + len(token):
+                lead, value = token[: start - offset], token[start - offset :]
+                alternatives = {lead + label: math.log(p) for label, p in probs.items()}
+                entry["logprob"] = alternatives.get(token, math.log(0.01))
+                ranked = sorted(alternatives.items(), key=lambda a: -a[1])
+                entry["top_logprobs"] = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in ranked]
+                assert value  # the value starts in this token
+            else:
+                entry["top_logprobs"] = [{"token": token, "logprob": 0.0, "bytes": list(token.encode())}]
+            out.append(entry)
+            offset += len(token)
+        return out
+
     def completion(self, body: dict, content: str) -> dict:
         prompt_chars = sum(len(m["content"]) for m in body["messages"])
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        if body.get("logprobs"):
+            choice["logprobs"] = {"content": self.token_logprobs(body, content)}
         return {
             "id": "chatcmpl-test",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model", "test"),
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "choices": [choice],
             "usage": {
                 "prompt_tokens": prompt_chars // 4,
                 "completion_tokens": len(content) // 4,
@@ -256,6 +295,8 @@ class FakeOpenAI:
                 if (response_format or {}).get("type") == "json_schema" and not server.json_schema_supported:
                     status = server.format_refusal_status
                     return self._error(status, "response_format type json_schema is not supported")
+                if body.get("logprobs") and not server.logprobs_supported:
+                    return self._error(400, "logprobs is not supported with this model")
                 if server.gate is not None:
                     server.gate.wait(timeout=120)
                 action, content = server.answer(body)

@@ -299,6 +299,8 @@ def test_batch_api_submits_once_and_a_rerun_collects(server, tmp_path, pqal_path
     assert server.paths["POST /v1/chat/completions"] == 0
     summary, rows, _ = outputs(out)
     assert len(rows) == 5 and summary["backend"] == "openai (batch API)"
+    # The Batch API asks for no logprobs (a refusal would fail every line): no teacher_probs.
+    assert b'"logprobs"' not in server.files["file-0"] and not any("teacher_probs" in r for r in rows)
     assert summary["estimated_cost_usd"] == pytest.approx(
         (summary["tokens_in"] * 15 + summary["tokens_out"] * 30) / 1e6
     )
@@ -364,3 +366,66 @@ def test_slow_server_times_out_and_is_retried(server, tmp_path, pqal_path, pqal)
     summary, rows, _ = outputs(out)
     assert len(rows) == 1 and summary["retries"] == 2
     assert time.monotonic() - started < 10
+
+
+def cache_entries(out: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in (out / "cache").rglob("*.json")]
+
+
+def test_teacher_probs_are_recorded_from_the_servers_logprobs(server, tmp_path, pqal_path):
+    """Every generated item, new or rewritten, carries the label distribution the server's top_logprobs give where
+    the decision value starts (yes ln 0.7, no ln 0.2, maybe ln 0.1); the unchanged sources carry none."""
+    out = tmp_path / "probs"
+    assert run(server, out, pqal_path, "--strategy", "combined", "--max_sources", "3") == 0
+    summary, rows, _ = outputs(out)
+    assert all(body["logprobs"] is True and body["top_logprobs"] == 20 for body in server.bodies)
+    generated = [r for r in rows if r["strategy"] != "original"]
+    assert {r["strategy"] for r in generated} == {"rewrite", "new"} and len(generated) == 6
+    for row in generated:
+        assert list(row["teacher_probs"]) == ["yes", "no", "maybe"]
+        assert row["teacher_probs"] == pytest.approx({"yes": 0.7, "no": 0.2, "maybe": 0.1})
+    assert not any("teacher_probs" in r for r in rows if r["strategy"] == "original")
+    assert summary["teacher_probs"] == {"requested": True, "accepted": 6, "by_source": {"logprobs": 6}}
+    assert "`teacher_probs`" in (out / "README.md").read_text()
+    entries = cache_entries(out)
+    assert all(e["decision_logprobs"]["source"] == "logprobs" for e in entries)
+    assert server.api_key not in all_text(out)
+
+
+def test_teacher_probs_come_back_from_the_cache(server, tmp_path, pqal_path):
+    """A rerun answered from the cache records the same teacher_probs without asking the server again, whatever
+    the server would say now."""
+    out = tmp_path / "rerun"
+    flags = ("--strategy", "new", "--max_sources", "2", "--verify")
+    server.decision_probs = {"yes": 0.5, "no": 0.3, "maybe": 0.2}
+    assert run(server, out, pqal_path, *flags) == 0
+    before = (out / "data.jsonl").read_bytes()
+    rows = outputs(out)[1]
+    assert [r["teacher_probs"] for r in rows] == [pytest.approx({"yes": 0.5, "no": 0.3, "maybe": 0.2})] * 2
+    asked = len(server.bodies)
+    server.decision_probs = {"yes": 0.1, "no": 0.1, "maybe": 0.8}
+    assert run(server, out, pqal_path, *flags) == 0
+    assert len(server.bodies) == asked and (out / "data.jsonl").read_bytes() == before
+    assert outputs(out)[0]["teacher_probs"]["by_source"] == {"logprobs": 2}
+
+
+def test_a_server_refusing_logprobs_gets_none_and_the_run_goes_on(server, tmp_path, pqal_path, caplog):
+    server.logprobs_supported = False
+    out = tmp_path / "refused"
+    with caplog.at_level("WARNING"):
+        assert run(server, out, pqal_path, "--max_sources", "3", "--max_concurrency", "1") == 0
+    summary, rows, rejected = outputs(out)
+    assert len(rows) == 3 and not rejected and summary["retries"] == 0
+    assert not any("teacher_probs" in r for r in rows)
+    assert summary["teacher_probs"] == {"requested": True, "accepted": 0, "by_source": {}}
+    assert [b.get("logprobs") for b in server.bodies] == [True, None, None, None]  # refused once, then not asked
+    assert caplog.text.count("refused logprobs") == 1
+
+
+def test_teacher_probs_off_asks_for_no_logprobs(server, tmp_path, pqal_path):
+    out = tmp_path / "off"
+    assert run(server, out, pqal_path, "--max_sources", "2", "--teacher_probs", "false") == 0
+    summary, rows, _ = outputs(out)
+    assert len(rows) == 2 and not any("logprobs" in b or "top_logprobs" in b for b in server.bodies)
+    assert not any("teacher_probs" in r for r in rows) and summary["teacher_probs"]["requested"] is False
+    assert "teacher_probs" not in (out / "README.md").read_text()

@@ -31,6 +31,13 @@ SPEC = {
 }
 COLUMNS = {"id": "uid", "question": "prompt", "context": "passage", "final_decision": "verdict"}
 PROVENANCE = {"source_id", "strategy", "model", "prompt_version"}
+
+
+def extra_fields(row: dict) -> set[str]:
+    """Provenance, and on a generated row the teacher's label distribution (the fake server gives logprobs)."""
+    return PROVENANCE | ({"teacher_probs"} if row["strategy"] != "original" else set())
+
+
 TRAIN_ROWS = 10
 
 
@@ -121,7 +128,10 @@ def test_own_columns_labels_and_no_long_answer_from_prompt_to_training_reader(se
     assert summary["columns"] == COLUMNS and summary["shape"]["long_answer"] is False
     assert summary["shape"]["wording"] == "generic" and summary["labels"] == LABELS
     rows = data_rows(out)
-    assert rows and all(set(r) == set(COLUMNS.values()) | PROVENANCE for r in rows)
+    assert rows and all(set(r) == set(COLUMNS.values()) | extra_fields(r) for r in rows)
+    # The own label set's labels: uniform, as the fake server gives a label set it does not know.
+    generated = [r["teacher_probs"] for r in rows if r["strategy"] != "original"]
+    assert generated == [pytest.approx(dict.fromkeys(LABELS, 0.5))] * len(generated)
     assert {r["verdict"] for r in rows} <= set(LABELS)
     sources = {f"doc-{e['id']}": RELEVANCE[e["final_decision"]] for e in relevance["items"]}
     assert all(r["verdict"] == sources[r["source_id"]] for r in rows if r["strategy"] != "new")
@@ -150,7 +160,7 @@ def test_own_columns_labels_and_no_long_answer_from_prompt_to_training_reader(se
     merged = merge([str(out), str(other)], str(tmp_path / "merged"))
     assert merged["examples"] == len(rows) + n and merged["columns"] == COLUMNS
     assert len(read_examples(tmp_path / "merged", LABELS, columns)) == len(rows) + n
-    assert all(set(r) == set(COLUMNS.values()) | PROVENANCE for r in data_rows(tmp_path / "merged"))
+    assert all(set(r) == set(COLUMNS.values()) | extra_fields(r) for r in data_rows(tmp_path / "merged"))
 
 
 def test_a_long_answer_column_is_asked_for_and_kept_under_its_name(server, tmp_path, relevance):
@@ -163,7 +173,7 @@ def test_a_long_answer_column_is_asked_for_and_kept_under_its_name(server, tmp_p
     assert list(schema["properties"]) == ["question", "context", "long_answer", "final_decision"]
     assert "its long answer" in server.bodies[0]["messages"][-1]["content"]
     rows = data_rows(out)
-    assert rows and all(set(r) == set(COLUMNS.values()) | {"rationale"} | PROVENANCE for r in rows)
+    assert rows and all(set(r) == set(COLUMNS.values()) | {"rationale"} | extra_fields(r) for r in rows)
     columns = {**COLUMNS, "long_answer": "rationale"}
     assert json.loads((out / "summary.json").read_text())["columns"] == columns
     examples = read_examples(out, LABELS, columns)

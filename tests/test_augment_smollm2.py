@@ -9,6 +9,7 @@ import pytest
 
 from augment.__main__ import main
 from augment.prompts import output_schema
+from augment.teacher_probs import label_distribution
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +56,15 @@ def test_constrained_answers_parse_and_satisfy_the_schema(tmp_path, pqal_path, s
     assert "unparseable" not in summary["rejected_by_reason"]
     assert "missing_field" not in summary["rejected_by_reason"]
     assert summary["accepted_by_strategy"]["original"] == 1
+    # The model's own scores where each answer's decision starts: a distribution over the label set.
+    for answer in answers:
+        assert answer["decision_logprobs"]["source"] == "local scores"
+        probs = label_distribution(answer["decision_logprobs"], ["yes", "no", "maybe"])
+        assert list(probs) == ["yes", "no", "maybe"] and sum(probs.values()) == pytest.approx(1.0)
+    rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    generated = [r for r in rows if r["strategy"] != "original"]
+    assert all(sum(r["teacher_probs"].values()) == pytest.approx(1.0) for r in generated)
+    assert summary["teacher_probs"]["accepted"] == len(generated)
 
 
 def test_json_mode_off_generates_free_text_under_another_cache_key(tmp_path, pqal_path, smollm2_path):
@@ -121,5 +131,11 @@ def test_a_data_set_of_ones_own_without_long_answers_under_its_own_schema(tmp_pa
     summary = json.loads((out / "summary.json").read_text())
     assert summary["columns"] == {"question": "ask", "context": "text", "final_decision": "tag", "id": "key"}
     assert "unparseable" not in summary["rejected_by_reason"] and summary["shape"]["long_answer"] is False
-    columns = {"key", "ask", "text", "tag", "source_id", "strategy", "model", "prompt_version"}
-    assert all(set(json.loads(line)) == columns for line in (out / "data.jsonl").read_text().splitlines())
+    columns = {"key", "ask", "text", "tag", "source_id", "strategy", "model", "prompt_version", "teacher_probs"}
+    rows = [json.loads(line) for line in (out / "data.jsonl").read_text().splitlines()]
+    assert all(set(row) == columns for row in rows)
+    assert all(
+        list(r["teacher_probs"]) == ["on", "off"] and sum(r["teacher_probs"].values()) == pytest.approx(1) for r in rows
+    )
+    probs = label_distribution(answer["decision_logprobs"], ["on", "off"])
+    assert list(probs) == ["on", "off"] and sum(probs.values()) == pytest.approx(1.0)

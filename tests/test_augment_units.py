@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from hashlib import sha256
@@ -14,9 +15,16 @@ import yaml
 
 from augment.__main__ import main
 from augment.arguments import AugmentArguments, looks_like_a_key
-from augment.backends import OpenAISettings, TransformersSettings, batches, repetition_processors
+from augment.backends import (
+    DecisionScores,
+    OpenAISettings,
+    TransformersBackend,
+    TransformersSettings,
+    batches,
+    repetition_processors,
+)
 from augment.batch import BatchSettings
-from augment.cache import CLAIMS_SUFFIX, Claims
+from augment.cache import CLAIMS_SUFFIX, AnswerCache, Claims
 from augment.prompts import (
     PUBMEDQA,
     QUESTION_MAX_CHARS,
@@ -28,10 +36,18 @@ from augment.prompts import (
     parse_output,
     parse_verdict,
 )
-from augment.requests import Request
+from augment.requests import Answer, Request
 from augment.retry import RateLimiter, RetryPolicy, parse_retry_after
+from augment.teacher_probs import (
+    DecisionLogprobs,
+    decision_token_index,
+    from_openai_logprobs,
+    label_distribution,
+    label_prefix,
+)
 from augment.validation import Limits, check_fields, jaccard, repeat_share
 from domainqa.config import parse_args
+from domainqa.data import read_examples
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCE = {
@@ -210,6 +226,7 @@ def test_backends_take_their_settings_from_the_arguments(tmp_path):
     )
     server = OpenAISettings.from_arguments(args)
     assert (server.base_url, server.json_mode, server.max_concurrency) == ("http://host/v1", "off", 8)
+    assert server.teacher_probs is True
     assert server.retry == RetryPolicy(max_retries=2, base=0.5, cap=4.0)
     args.output_dir = str(tmp_path)
     local = TransformersSettings.from_arguments(args)
@@ -418,3 +435,129 @@ def test_claims_keep_two_runs_from_sending_one_request(tmp_path):
     first.close()
     assert second.held_by_others(["b"]) == set() and not first.path.exists()
     second.close()
+
+
+def _decision(token: str, *alternatives: tuple[str, float]) -> DecisionLogprobs:
+    return DecisionLogprobs(source="logprobs", token=token, alternatives=[[t, math.log(p)] for t, p in alternatives])
+
+
+@pytest.mark.parametrize(
+    "tokens, index",
+    [
+        (['{"', "question", '":"', "Q?", '","', "final", "_", "decision", '":"', "yes", '"}'], 9),
+        (['{"final_decision"', ": ", '"yes', '"}'], 2),  # the value's token holds the opening quote
+        (['{"final_decision": "', 'maybe"}'], 1),  # the quote ends the token before
+        (['{"final_decision":"no"}'], 0),
+        (['{"context": "a \\"final_decision\\": \\"no\\" b", "final_decision": ', '"', "no", '"}'], 2),  # quoted
+        (['{"question": "x"}'], None),
+        (['{"final_decision": "'], None),  # cut off at the opening quote: no value
+    ],
+)
+def test_the_decision_value_is_found_however_the_answer_is_cut_into_tokens(tokens, index):
+    assert decision_token_index(tokens) == index
+
+
+def test_the_label_distribution_sums_each_labels_alternatives_and_renormalises():
+    labels = ("yes", "no", "maybe")
+    decision = _decision(
+        ' "yes', (' "yes', 0.5), ("Yes", 0.15), ('"YES', 0.05), ('"no', 0.2), ("may", 0.05), ('"', 0.05)
+    )
+    probs = label_distribution(decision, labels)
+    assert list(probs) == list(labels) and probs == pytest.approx(
+        {"yes": 0.7 / 0.95, "no": 0.2 / 0.95, "maybe": 0.05 / 0.95}
+    )
+    # Keys are the label set's own spelling; a label no alternative begins gets 0.
+    assert label_distribution(_decision("yes", ("yes", 0.6), ("no", 0.2)), ("Yes", "No", "Maybe")) == pytest.approx(
+        {"Yes": 0.75, "No": 0.25, "Maybe": 0.0}
+    )
+
+
+def test_no_label_distribution_is_guessed():
+    # Labels sharing their first token ("no" begins "none" too): the position cannot tell them apart.
+    assert label_distribution(_decision("no", ("no", 0.6), ("none", 0.3)), ("no", "none")) is None
+    assert label_distribution(_decision("maybe", ("perhaps", 0.9), ('"', 0.1)), ("yes", "no", "maybe")) is None
+    assert label_distribution(_decision("maybe", ("maybe", 0.9)), ("yes", "no")) is None
+    # An alternative that begins two labels counts for neither; the written token told them apart.
+    assert label_distribution(_decision("on", ("on", 0.6), ("off", 0.3), ("o", 0.1)), ("on", "off")) == pytest.approx(
+        {"on": 2 / 3, "off": 1 / 3}
+    )
+
+
+def test_the_decision_alternatives_are_read_from_openai_logprobs():
+    def entry(token, top=()):
+        return {
+            "token": token,
+            "logprob": -0.1,
+            "bytes": None,
+            "top_logprobs": [{"token": t, "logprob": lp} for t, lp in top],
+        }
+
+    content = [
+        entry('{"'),
+        entry("final_decision"),
+        entry('":'),
+        entry(' "no', [(' "no', -0.2), (' "yes', -1.8)]),
+        entry('"}'),
+    ]
+    assert from_openai_logprobs(content) == {
+        "source": "logprobs", "token": ' "no', "alternatives": [[' "no', -0.2], [' "yes', -1.8]]
+    }  # fmt: skip
+    assert from_openai_logprobs(content[:3]) is None and from_openai_logprobs(None) is None
+    assert from_openai_logprobs([*content[:3], entry(' "no'), entry('"}')]) is None  # no top_logprobs
+    assert from_openai_logprobs(["{", "}"]) is None
+
+
+def test_the_cache_keeps_the_decision_alternatives(tmp_path):
+    cache = AnswerCache(tmp_path)
+    request = Request([{"role": "user", "content": "x"}], {"seed": 0}, "openai", "m")
+    decision = _decision(' "yes', (' "yes', 0.7), (' "no', 0.3))
+    cache.put(request, Answer('{"final_decision": "yes"}', 3, 4, decision))
+    assert cache.get(request) == Answer('{"final_decision": "yes"}', 3, 4, decision)
+    other = Request([{"role": "user", "content": "y"}], {"seed": 0}, "openai", "m")
+    cache.put(other, Answer("text"))
+    assert cache.get(other).decision_logprobs is None
+    assert "decision_logprobs" not in json.loads(next(tmp_path.rglob(f"{other.key}.json")).read_text())
+
+
+def test_the_local_recorder_keeps_the_raw_scores_and_changes_nothing():
+    """It passes the scores on untouched (the grammar after it masks them in place) and reads, after generation,
+    the step that wrote the decision value's first token."""
+    import torch
+
+    texts = ['{"final_decision":"', "yes", "no", "maybe", '"}', "y"]
+    recorder = DecisionScores([1, 2, 3, 5], texts)
+    steps = [torch.tensor([[5.0, 0.0, 0.0, 0.0, 0.0, 0.0]]), torch.tensor([[0.0, 2.0, 1.0, 0.0, -1.0, 0.5]])]
+    for scores in steps:
+        kept = scores.clone()
+        assert recorder(None, scores) is scores and torch.equal(scores, kept)
+    decision = recorder.decision(0, [0, 1, 4])
+    expected = steps[1][0].log_softmax(-1)
+    assert decision["source"] == "local scores" and decision["token"] == "yes"
+    assert [t for t, _ in decision["alternatives"]] == ["yes", "no", "maybe", "y"]
+    assert [v for _, v in decision["alternatives"]] == pytest.approx(expected[[1, 2, 3, 5]].tolist())
+    assert recorder.decision(0, [4, 4]) is None
+
+
+def test_the_local_backend_gives_a_label_distribution_from_the_model_itself(tiny_llama, pqal_path):
+    """The tiny model under the grammar writes a verdict; its scores where the decision starts give each label
+    a probability, summing to 1 (and none when teacher_probs is off)."""
+    from augment.runner import make_request
+
+    items = read_examples(pqal_path)[:2]
+    for teacher_probs in (True, False):
+        args = AugmentArguments(
+            backend="transformers", model=str(tiny_llama), temperature=0.0, teacher_probs=teacher_probs
+        )
+        backend = TransformersBackend(TransformersSettings.from_arguments(args))
+        asyncio.run(backend.preflight())
+        answers = backend._generate([make_request(args, "verify", e, 0, {}) for e in items])
+        for answer in answers:
+            assert parse_verdict(answer.text) in ("yes", "no", "maybe")
+            if not teacher_probs:
+                assert answer.decision_logprobs is None
+                continue
+            decision = answer.decision_logprobs
+            assert decision["source"] == "local scores" and label_prefix(decision["token"], ("yes", "no", "maybe"))
+            probs = label_distribution(decision, ("yes", "no", "maybe"))
+            assert list(probs) == ["yes", "no", "maybe"] and sum(probs.values()) == pytest.approx(1.0)
+            assert all(p > 0 for p in probs.values())
