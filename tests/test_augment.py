@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+import train
 from augment.__main__ import EXIT_BAD_INPUT, EXIT_BATCH_PENDING, PROG, main
 from augment.merge import merge, merges_from_file
 from augment.prompts import output_schema, without_max_lengths
 from domainqa.config import run_main
 from domainqa.data import read_examples, split_pubmedqa
 from domainqa.hub_upload import DATASET_FILES
+from tests.helpers import train_args
 from tests.openai_server import FakeOpenAI
 
 
@@ -390,6 +392,24 @@ def test_teacher_probs_are_recorded_from_the_servers_logprobs(server, tmp_path, 
     entries = cache_entries(out)
     assert all(e["decision_logprobs"]["source"] == "logprobs" for e in entries)
     assert server.api_key not in all_text(out)
+
+
+def test_the_teacher_distribution_flows_into_training(server, tmp_path, pqal_path, tiny_llama):
+    """augment's output, as train.py reads it: its teacher_probs change the loss with distill_weight, and with 0
+    the run is the hard-label run."""
+    out = tmp_path / "written"
+    server.decision_probs = {"yes": 0.2, "no": 0.1, "maybe": 0.7}
+    assert run(server, out, pqal_path, "--strategy", "new", "--max_sources", "8") == 0
+    assert sum("teacher_probs" in r for r in outputs(out)[1]) >= 4
+    losses = {}
+    for weight in ("0", "0.5"):
+        run_dir = tmp_path / f"distill-{weight}"
+        args = train_args(tiny_llama, run_dir, pqal_path, "--train_data", str(out), "--distill_weight", weight,
+                          "--save_strategy", "no")  # fmt: skip
+        train.main(*train.parse_args(args))
+        history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
+        losses[weight] = [h["loss"] for h in history if "loss" in h]
+    assert losses["0"][0] != losses["0.5"][0]
 
 
 def test_teacher_probs_come_back_from_the_cache(server, tmp_path, pqal_path):
